@@ -1,0 +1,182 @@
+"""HTTP transport shared by every adapter: timeouts, typed errors, retries with backoff.
+
+One place decides what is transient (connection errors, timeouts, 5xx, 429)
+and what is permanent (other 4xx, answers that are not JSON), so every adapter
+behaves the same when its helpdesk is down.  Retries use tenacity with
+exponential backoff and jitter and honour ``Retry-After``.  Retries are logged
+at DEBUG only: the pipeline logs the transition to failing once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_base, wait_exponential_jitter
+
+from adapters.base import (
+    AuthenticationError,
+    NotFoundError,
+    PermanentError,
+    ProtocolError,
+    TransientError,
+)
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "helpdesk-connector"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently to retry transient failures of one call."""
+
+    attempts: int = 4
+    initial_wait: float = 0.5
+    max_wait: float = 30.0
+    max_retry_after: float = 120.0
+
+
+class _WaitRetryAfter(wait_base):
+    """Wait what the server asked for in Retry-After, else exponential backoff with jitter."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._fallback = wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait)
+        self._cap = policy.max_retry_after
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            return min(max(exc.retry_after, 0.0), self._cap)
+        return self._fallback(retry_state)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def error_for_status(response: httpx.Response, system: str | None = None) -> None:
+    """Raise the typed error for a non-2xx response; return for 2xx."""
+    status = response.status_code
+    if status < 400:
+        return
+    detail = _short(response.text) if response.content else ""
+    where = f"{response.request.method} {response.request.url.copy_with(query=None)}"
+    message = f"{where} answered HTTP {status}" + (f": {detail}" if detail else "")
+    if status == 429 or status >= 500 or status == 408:
+        raise TransientError(message, retry_after=parse_retry_after(response.headers.get("Retry-After")), system=system)
+    if status in (401, 403):
+        raise AuthenticationError(message, system=system)
+    if status == 404:
+        raise NotFoundError(message, system=system)
+    raise PermanentError(message, system=system)
+
+
+def decode_json(response: httpx.Response, system: str | None = None) -> Any:
+    """The JSON body of a response, or a ProtocolError naming what came instead."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        ctype = response.headers.get("Content-Type", "?")
+        raise ProtocolError(
+            f"{response.request.method} {response.request.url.copy_with(query=None)} answered "
+            f"{ctype} that is not JSON ({exc.__class__.__name__}): {_short(response.text, 120)}",
+            system=system,
+        ) from exc
+
+
+class HttpTransport:
+    """An httpx.AsyncClient with the project's error mapping and retry policy."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        system: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+        timeout: float = 30.0,
+        verify: bool | str = True,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 8,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.system = system
+        self.retry = retry or RetryPolicy()
+        all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        all_headers.update(headers or {})
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=all_headers,
+            auth=auth,
+            timeout=httpx.Timeout(timeout),
+            verify=verify,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
+            follow_redirects=False,
+        )
+        self.calls = 0
+
+    async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        self.calls += 1
+        try:
+            response = await self.client.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"{method} {url}: timed out ({exc.__class__.__name__})", system=self.system) from exc
+        except httpx.TransportError as exc:
+            raise TransientError(f"{method} {url}: {exc.__class__.__name__}: {exc}", system=self.system) from exc
+        error_for_status(response, self.system)
+        return response
+
+    async def request(self, method: str, url: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
+        """Send one request, retrying transient failures; raise a typed AdapterError."""
+        if not retry:
+            return await self._send_once(method, url, **kwargs)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=_WaitRetryAfter(self.retry),
+            reraise=True,
+            before_sleep=lambda state: log.debug(
+                "%s: %s %s failed (%s), retry %d", self.system, method, url, state.outcome.exception(), state.attempt_number
+            ),
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._send_once(method, url, **kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def json(self, method: str, url: str, **kwargs: Any) -> Any:
+        """Send a request and decode its JSON answer."""
+        response = await self.request(method, url, **kwargs)
+        return decode_json(response, self.system)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,250 @@
+"""The classifier interface the pipeline and the API call, and its transformer implementation.
+
+One Hugging Face model directory per label field (``save_pretrained`` format,
+safetensors weights), each also loadable by
+``transformers.pipeline("text-classification", model=DIR)``.  Inference is
+batched with length sorting and dynamic padding, truncates to the model's
+limit, runs on CUDA when present (half precision there) and never touches the
+network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+log = logging.getLogger(__name__)
+
+#: metadata file written next to the weights by training
+META_FILE = "helpdesk_connector.json"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+class ModelLoadError(Exception):
+    """A model directory is missing, corrupt, or does not fit the configuration."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabelScore:
+    label: str
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class FieldPrediction:
+    label: str
+    confidence: float
+    top_k: tuple[LabelScore, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "label": self.label,
+            "confidence": round(self.confidence, 6),
+            "top_k": [{"label": s.label, "confidence": round(s.confidence, 6)} for s in self.top_k],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """Per field (``queue``, ``priority``, …) the predicted label and confidence."""
+
+    fields: Mapping[str, FieldPrediction]
+    model_version: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {name: fp.as_dict() for name, fp in self.fields.items()}
+
+
+class Classifier(Protocol):
+    """What the pipeline and the API need from a model: a batch of texts in, predictions out."""
+
+    @property
+    def fields(self) -> tuple[str, ...]: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def classify(self, texts: Sequence[str]) -> list[Prediction]: ...
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; ``cuda`` without CUDA is an error."""
+    spec = spec.lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {spec!r} was configured but CUDA is not available")
+    return torch.device(spec)
+
+
+def read_model_meta(model_dir: Path) -> dict[str, object]:
+    path = model_dir / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path}: unreadable model metadata ({exc})") from exc
+
+
+class FieldModel:
+    """One fine-tuned sequence-classification model for one label field."""
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        *,
+        device: torch.device,
+        max_length: int = 256,
+        half_precision: bool = True,
+        expected_labels: Sequence[str] | None = None,
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.path = Path(model_dir)
+        if not self.path.is_dir():
+            raise ModelLoadError(f"model directory {self.path} does not exist")
+        if not (self.path / "model.safetensors").is_file() and not any(self.path.glob("model-*.safetensors")):
+            raise ModelLoadError(f"model directory {self.path} has no safetensors weights")
+        self.meta = read_model_meta(self.path)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True, trust_remote_code=False)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self.path, local_files_only=True, trust_remote_code=False, use_safetensors=True
+            )
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise ModelLoadError(f"cannot load model from {self.path}: {exc}") from exc
+        id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
+        if len(id2label) != model.config.num_labels:
+            raise ModelLoadError(f"{self.path}: config has {model.config.num_labels} labels but id2label has {len(id2label)}")
+        self.labels = [id2label[i] for i in range(model.config.num_labels)]
+        if expected_labels is not None and set(expected_labels) != set(self.labels):
+            raise ModelLoadError(f"{self.path}: labels {sorted(self.labels)} do not match expected {sorted(expected_labels)}")
+        self.device = device
+        self.half = half_precision and device.type == "cuda"
+        model.eval()
+        if self.half:
+            model.half()
+        self.model = model.to(device)
+        model_limit = getattr(self.tokenizer, "model_max_length", None) or max_length
+        position_limit = getattr(model.config, "max_position_embeddings", None) or max_length
+        self.max_length = int(min(max_length, model_limit, position_limit))
+        self.version = str(self.meta.get("version") or self.path.name)
+
+    @torch.inference_mode()
+    def predict(self, texts: Sequence[str], *, batch_size: int = 32, top_k: int = 3) -> list[FieldPrediction]:
+        if not texts:
+            return []
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)
+        ids = encoded["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        results: list[FieldPrediction | None] = [None] * len(ids)
+        k = min(top_k, len(self.labels))
+        keys = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded]
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = self.tokenizer.pad(
+                {key: [encoded[key][i] for i in chunk] for key in keys}, padding=True, return_tensors="pt"
+            )
+            batch = {key: value.to(self.device) for key, value in batch.items()}
+            logits = self.model(**batch).logits.float()
+            probs = torch.softmax(logits, dim=-1).cpu()
+            top_p, top_i = probs.topk(k, dim=-1)
+            for row, index in enumerate(chunk):
+                scores = tuple(
+                    LabelScore(self.labels[int(i)], float(p)) for p, i in zip(top_p[row].tolist(), top_i[row].tolist())
+                )
+                results[index] = FieldPrediction(scores[0].label, scores[0].confidence, scores)
+        return [r for r in results if r is not None]
+
+
+class TransformerClassifier:
+    """Classifier over one :class:`FieldModel` per field."""
+
+    def __init__(self, models: Mapping[str, FieldModel], *, batch_size: int = 32, top_k: int = 3) -> None:
+        if not models:
+            raise ModelLoadError("no model configured for any field")
+        self.models = dict(models)
+        self.batch_size = batch_size
+        self.top_k = top_k
+
+    @classmethod
+    def from_dirs(
+        cls,
+        dirs: Mapping[str, str | os.PathLike[str]],
+        *,
+        device: str = "auto",
+        batch_size: int = 32,
+        max_length: int = 256,
+        top_k: int = 3,
+        half_precision: bool = True,
+    ) -> TransformerClassifier:
+        torch_device = resolve_device(device)
+        models = {
+            field: FieldModel(path, device=torch_device, max_length=max_length, half_precision=half_precision)
+            for field, path in dirs.items()
+        }
+        log.info(
+            "loaded models %s on %s",
+            ", ".join(f"{f}={m.version}" for f, m in models.items()),
+            torch_device,
+        )
+        return cls(models, batch_size=batch_size, top_k=top_k)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.models)
+
+    @property
+    def version(self) -> str:
+        return ",".join(f"{field}={model.version}" for field, model in self.models.items())
+
+    def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        per_field = {
+            field: model.predict(texts, batch_size=self.batch_size, top_k=self.top_k) for field, model in self.models.items()
+        }
+        version = self.version
+        return [
+            Prediction({field: preds[i] for field, preds in per_field.items()}, version) for i in range(len(texts))
+        ]
+
+
+class ClassifierHolder:
+    """The classifier in service, swappable while the daemon runs.
+
+    A batch takes ``holder.current`` once and keeps that reference, so a swap
+    never changes the model under a batch in flight; the old model is freed
+    when the last batch using it drops its reference.
+    """
+
+    def __init__(self, classifier: Classifier | None = None) -> None:
+        self._classifier = classifier
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> Classifier:
+        classifier = self._classifier
+        if classifier is None:
+            raise ModelLoadError("no model is loaded: train one (helpdesk-connector train) or set model.paths")
+        return classifier
+
+    @property
+    def loaded(self) -> bool:
+        return self._classifier is not None
+
+    def swap(self, classifier: Classifier) -> Classifier | None:
+        with self._lock:
+            old, self._classifier = self._classifier, classifier
+        if old is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return old
