@@ -1,0 +1,89 @@
+"""Which models are in service, and switching to new ones without a restart.
+
+The daemon and the API load the active version of each field (from the
+registry in the store, or from ``model.paths`` when set) and poll the registry
+for changes; a change loads the new models first, then swaps them in
+(:class:`~connector.model.classifier.ClassifierHolder`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import select
+
+from connector.config import AppConfig
+from connector.model.classifier import ClassifierHolder, ModelLoadError, TransformerClassifier
+from connector.store.db import Store
+from connector.store.tables import ModelVersion
+
+log = logging.getLogger(__name__)
+
+
+def active_model_dirs(config: AppConfig, store: Store) -> dict[str, Path]:
+    """Per configured field, the directory of the model to serve."""
+    dirs: dict[str, Path] = {}
+    missing: list[str] = []
+    with store.session() as session:
+        rows = session.scalars(select(ModelVersion).where(ModelVersion.active.is_(True))).all()
+        active = {row.field: Path(row.path) for row in rows}
+    for field in config.model.fields:
+        if field in config.model.paths:
+            dirs[field] = config.model.paths[field]
+        elif field in active:
+            dirs[field] = active[field]
+        else:
+            missing.append(field)
+    if missing and not dirs:
+        raise ModelLoadError(
+            f"no active model for {', '.join(missing)}: train one (helpdesk-connector train) or set model.paths"
+        )
+    if missing:
+        log.warning("no active model for %s; those fields are not predicted", ", ".join(missing))
+    return dirs
+
+
+def load_classifier(config: AppConfig, store: Store) -> TransformerClassifier:
+    dirs = active_model_dirs(config, store)
+    return TransformerClassifier.from_dirs(
+        dirs,
+        device=config.model.device,
+        batch_size=config.model.batch_size,
+        max_length=config.model.max_length,
+        top_k=config.model.top_k,
+        half_precision=config.model.half_precision,
+    )
+
+
+class ModelReloader:
+    """Swaps in newly activated models; call :meth:`check` periodically."""
+
+    def __init__(self, config: AppConfig, store: Store, holder: ClassifierHolder) -> None:
+        self.config = config
+        self.store = store
+        self.holder = holder
+        self._dirs: dict[str, Path] | None = None
+
+    def load_initial(self) -> None:
+        self._dirs = active_model_dirs(self.config, self.store)
+        self.holder.swap(load_classifier(self.config, self.store))
+
+    def check(self) -> bool:
+        """Load and swap in the active models if they changed; True when swapped."""
+        try:
+            dirs = active_model_dirs(self.config, self.store)
+        except ModelLoadError as exc:
+            log.warning("model check: %s", exc)
+            return False
+        if dirs == self._dirs and self.holder.loaded:
+            return False
+        try:
+            classifier = load_classifier(self.config, self.store)
+        except ModelLoadError as exc:
+            log.error("new active model cannot be loaded, keeping the current one: %s", exc)
+            return False
+        old = self.holder.swap(classifier)
+        self._dirs = dirs
+        log.info("now serving models %s (was %s)", classifier.version, old.version if old else "none")
+        return True
