@@ -1,9 +1,71 @@
-"""Commands of this area (filled in by its owner)."""
+"""``helpdesk-connector sandbox``: serve the sandbox helpdesk in the foreground."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from connector.sandbox.db import SandboxDB
+
+TOKEN_ENV = "HELPDESK_SANDBOX_TOKEN"
+
+
+def sandbox(
+    host: Annotated[str, typer.Option(help="Address to listen on (keep it on 127.0.0.1).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8099,
+    db: Annotated[Path, typer.Option("--db", help="SQLite file of the sandbox (created if missing).")] = Path(
+        "var/sandbox.db"
+    ),
+    seed: Annotated[
+        Path | None,
+        typer.Option(help="CSV of tickets to create when the DB is empty: subject,body[,queue,priority,state] or text."),
+    ] = None,
+    seed_as_new: Annotated[
+        bool,
+        typer.Option(help="Put every seeded ticket in the Inbox as new (ignore the file's queue/priority/state)."),
+    ] = False,
+    seed_limit: Annotated[int | None, typer.Option(help="Create at most this many tickets from --seed.")] = None,
+    reset: Annotated[bool, typer.Option(help="Delete the DB file first and start empty (then seed).")] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(help=f"Require 'Authorization: Bearer TOKEN' (or set {TOKEN_ENV}).", envvar=TOKEN_ENV),
+    ] = None,
+    token_file: Annotated[Path | None, typer.Option(help="Read the bearer token from this file.")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Start a small helpdesk on 127.0.0.1 (SQLite + REST API) to try the connector against."""
+    from connector.sandbox.server import serve
+
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            typer.echo(f"error: cannot read --token-file {token_file}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(2) from None
+    database = SandboxDB(db, reset=reset)
+    if seed is not None:
+        existing = database.count_tickets()
+        if existing:
+            typer.echo(f"{db} already holds {existing} tickets: not seeding again (use --reset to start over)")
+        else:
+            try:
+                count = database.seed_csv(seed, as_new=seed_as_new, limit=seed_limit)
+            except (OSError, ValueError) as exc:
+                typer.echo(f"error: cannot seed from {seed}: {exc}", err=True)
+                raise typer.Exit(2) from None
+            typer.echo(f"seeded {count} tickets from {seed}")
+    auth = "bearer token required" if token else "no auth"
+    typer.echo(
+        f"sandbox helpdesk on http://{host}:{port}/api ({auth}); DB {db}, {database.count_tickets()} tickets;"
+        f" API docs at http://{host}:{port}/docs"
+    )
+    os.environ.pop(TOKEN_ENV, None)
+    serve(database, host=host, port=port, token=token, log_level=log_level)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the CLI."""
+    app.command("sandbox")(sandbox)
