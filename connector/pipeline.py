@@ -1,0 +1,538 @@
+"""One poll of one system: list, drop decided, classify, decide, claim, re-read, write, record.
+
+Per poll of a system (:meth:`Pipeline.poll`):
+
+1. reconcile claims left unfinished by a crash (this instance's, or other
+   instances' older than ``daemon.claim_timeout``) by re-reading those tickets;
+2. page through ``adapter.list_new_tickets`` (the cursor is committed after
+   each fully handled page; at most ``max_tickets_per_poll`` new tickets);
+3. drop tickets that already have a decision;
+4. read the full ticket only where the listing had no body;
+5. clean the text (:func:`connector.text.ticket_text`) and classify the page
+   in a worker thread, so the event loop stays responsive;
+6. decide (:func:`connector.routing.decide`);
+7. per ticket, with at most ``max_concurrent_writes`` in flight: claim the
+   ticket in the store (a unique row: nobody else routes it), re-read it, and
+   write only if it is still a candidate and nobody changed its queue,
+   priority or state since it was fetched; record the outcome.
+
+Errors: a :class:`~adapters.base.TransientError` (helpdesk down, 5xx, 429,
+timeout) or an :class:`~adapters.base.AuthenticationError` stops the poll:
+claims whose write did not complete are released (or left for
+reconciliation when the process is killed), the cursor is not advanced, and
+the next poll retries.  Any other :class:`~adapters.base.PermanentError`
+concerns one ticket: it is recorded as ``failed`` with the cause and the
+poll goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from adapters.base import (
+    Adapter,
+    AdapterError,
+    AuthenticationError,
+    NotFoundError,
+    PermanentError,
+    Ticket,
+    TransientError,
+)
+from connector import metrics
+from connector.config import SystemConfig
+from connector.model.classifier import Classifier, ClassifierHolder, ModelLoadError, Prediction
+from connector.routing import RoutingDecision, change_from_planned, decide
+from connector.store.decisions import DecisionRecord, DecisionStore, NewDecision
+from connector.text import ticket_text
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_classify_executor: ThreadPoolExecutor | None = None
+
+
+def classify_executor() -> ThreadPoolExecutor:
+    """The one worker thread that runs the CPU/GPU-bound classifier for every system."""
+    global _classify_executor
+    if _classify_executor is None:
+        _classify_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
+    return _classify_executor
+
+
+class PollAborted(Exception):
+    """The poll stopped early because the helpdesk is unavailable or rejected the credentials."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass(slots=True)
+class PollResult:
+    system: str
+    listed: int = 0
+    new: int = 0
+    reconciled: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    #: why the poll stopped early (None: it completed)
+    error: BaseException | None = None
+    #: the poll stopped because shutdown was requested
+    stopped: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.error.retry_after if isinstance(self.error, TransientError) else None
+
+    def summary(self) -> str:
+        parts = [f"listed {self.listed}", f"new {self.new}"]
+        parts += [f"{k} {v}" for k, v in sorted(self.outcomes.items())]
+        if self.reconciled:
+            parts.append(f"reconciled {self.reconciled}")
+        return ", ".join(parts)
+
+
+def error_kind(exc: BaseException) -> str:
+    """A short, bounded label for metrics and logs."""
+    if isinstance(exc, TransientError):
+        return "transient"
+    if isinstance(exc, AuthenticationError):
+        return "authentication"
+    if isinstance(exc, PermanentError):
+        return "protocol" if exc.__class__.__name__ == "ProtocolError" else "permanent"
+    if isinstance(exc, ModelLoadError):
+        return "model"
+    return "internal"
+
+
+def describe_error(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+def snapshot(ticket: Ticket) -> dict[str, Any]:
+    """The routing-relevant state of a ticket as fetched (the ``original`` column)."""
+    return {
+        "queue": ticket.queue,
+        "priority": ticket.priority,
+        "state": ticket.state,
+        "updated_at": ticket.updated_at.isoformat() if ticket.updated_at else None,
+    }
+
+
+def _labels(prediction: Prediction | None) -> str:
+    if prediction is None:
+        return "-"
+    return " ".join(f"{name}={fp.label}({fp.confidence:.2f})" for name, fp in prediction.fields.items())
+
+
+class Pipeline:
+    """Routes the new tickets of one system; one instance per configured system."""
+
+    def __init__(
+        self,
+        name: str,
+        system: SystemConfig,
+        adapter: Adapter,
+        decisions: DecisionStore,
+        holder: ClassifierHolder,
+        *,
+        claim_timeout: float = 900.0,
+        executor: Executor | None = None,
+        stop_event: asyncio.Event | None = None,
+    ) -> None:
+        self.name = name
+        self.system = system
+        self.adapter = adapter
+        self.decisions = decisions
+        self.holder = holder
+        self.claim_timeout = claim_timeout
+        self.executor = executor
+        self.stop_event = stop_event or asyncio.Event()
+        self._abort: BaseException | None = None
+        metrics.init_system(name)
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def _call(self, operation: str, awaitable: Awaitable[T]) -> T:
+        metrics.HELPDESK_CALLS.labels(system=self.name, operation=operation).inc()
+        return await awaitable
+
+    def _log_decision(
+        self, ticket_id: str, prediction: Prediction | None, status: str, detail: str = "", *, level: int = logging.INFO
+    ) -> None:
+        metrics.TICKET_DECISIONS.labels(system=self.name, outcome=status).inc()
+        log.log(
+            level,
+            "decision system=%s ticket=%s %s action=%s%s",
+            self.name,
+            ticket_id,
+            _labels(prediction),
+            status,
+            f" {detail}" if detail else "",
+        )
+
+    # ------------------------------------------------------------------ poll
+
+    async def poll(self) -> PollResult:
+        """One poll; never raises for helpdesk or model errors (they are in ``result.error``)."""
+        result = PollResult(self.name)
+        started = time.perf_counter()
+        self._abort = None
+        try:
+            await self._db(self.decisions.poll_started, self.name)
+            await self.reconcile(result)
+            await self._poll_pages(result)
+        except PollAborted as exc:
+            result.error = exc.cause
+        except (AdapterError, ModelLoadError) as exc:
+            result.error = exc
+        except asyncio.CancelledError:
+            result.stopped = True
+            raise
+        except Exception as exc:  # a bug or a database failure: report it, keep the daemon up
+            log.exception("%s: poll failed unexpectedly", self.name)
+            result.error = exc
+        finally:
+            result.seconds = time.perf_counter() - started
+            metrics.POLL_DURATION.labels(system=self.name).observe(result.seconds)
+        await self._record_health(result)
+        return result
+
+    async def _record_health(self, result: PollResult) -> None:
+        try:
+            if result.error is None:
+                await self._db(self.decisions.poll_succeeded, self.name)
+                metrics.POLLS.labels(system=self.name, result="ok").inc()
+                metrics.SYSTEM_UP.labels(system=self.name).set(1)
+                metrics.LAST_SUCCESSFUL_POLL.labels(system=self.name).set(time.time())
+            else:
+                await self._db(self.decisions.poll_failed, self.name, describe_error(result.error))
+                metrics.POLLS.labels(system=self.name, result="error").inc()
+                metrics.POLL_ERRORS.labels(system=self.name, kind=error_kind(result.error)).inc()
+                metrics.SYSTEM_UP.labels(system=self.name).set(0)
+        except Exception:  # the database is down: the scheduler still sees result.error
+            log.exception("%s: cannot record poll health", self.name)
+
+    async def _poll_pages(self, result: PollResult) -> None:
+        cursor = await self._db(self.decisions.get_cursor, self.name)
+        budget = self.system.max_tickets_per_poll
+        pages = self.adapter.list_new_tickets(cursor, self.system.page_size)
+        metrics.HELPDESK_CALLS.labels(system=self.name, operation="list").inc()
+        try:
+            async for page in pages:
+                if self.stopping:
+                    result.stopped = True
+                    return
+                result.listed += len(page.tickets)
+                unique = list({t.id: t for t in page.tickets}.values())
+                decided = await self._db(self.decisions.decided_ids, self.name, [t.id for t in unique])
+                fresh = [t for t in unique if t.id not in decided]
+                whole_page = len(fresh) <= budget
+                fresh = fresh[:budget]
+                if fresh:
+                    result.new += len(fresh)
+                    metrics.TICKETS_FETCHED.labels(system=self.name).inc(len(fresh))
+                    whole_page = await self._process(fresh, result) and whole_page
+                    budget -= len(fresh)
+                if whole_page and page.cursor is not None:
+                    await self._db(self.decisions.set_cursor, self.name, page.cursor)
+                if self.stopping:
+                    result.stopped = True
+                    return
+                if budget <= 0:
+                    log.info("%s: max_tickets_per_poll (%d) reached; the rest waits for the next poll",
+                             self.name, self.system.max_tickets_per_poll)
+                    return
+                metrics.HELPDESK_CALLS.labels(system=self.name, operation="list").inc()
+        finally:
+            aclose = getattr(pages, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    # ------------------------------------------------------------------ one page
+
+    async def _process(self, tickets: Sequence[Ticket], result: PollResult) -> bool:
+        """Route a page of undecided tickets; False when some were left for later (shutdown)."""
+        tickets = await self._with_bodies(tickets, result)
+        if not tickets:
+            return True
+        classifier = self.holder.current  # one model for the whole page, even if a swap happens meanwhile
+        predictions = await self._classify(classifier, tickets)
+        semaphore = asyncio.Semaphore(self.system.max_concurrent_writes)
+        handled = await asyncio.gather(
+            *(self._route(semaphore, t, p, result) for t, p in zip(tickets, predictions, strict=True))
+        )
+        if self._abort is not None:
+            raise PollAborted(self._abort)
+        return all(handled)
+
+    async def _with_bodies(self, tickets: Sequence[Ticket], result: PollResult) -> list[Ticket]:
+        """Read the full ticket where the listing had no body (bounded concurrency)."""
+        semaphore = asyncio.Semaphore(self.system.max_concurrent_writes)
+
+        async def full(ticket: Ticket) -> Ticket | BaseException:
+            if ticket.body is not None:
+                return ticket
+            async with semaphore:
+                try:
+                    return await self._call("get", self.adapter.get_ticket(ticket.id))
+                except AdapterError as exc:
+                    return exc
+
+        out: list[Ticket] = []
+        fatal: BaseException | None = None
+        for ticket, got in zip(tickets, await asyncio.gather(*(full(t) for t in tickets)), strict=True):
+            if isinstance(got, Ticket):
+                out.append(got)
+            elif isinstance(got, (TransientError, AuthenticationError)):
+                fatal = fatal or got
+            elif isinstance(got, NotFoundError):
+                log.debug("%s: ticket %s vanished before it was read", self.name, ticket.id)
+            elif isinstance(got, PermanentError):
+                await self._record_failed_unclaimed(ticket, got, result)
+        if fatal is not None:
+            raise PollAborted(fatal)
+        return out
+
+    async def _record_failed_unclaimed(
+        self, ticket: Ticket, exc: BaseException, result: PollResult, *, reason: str = "cannot read the ticket"
+    ) -> None:
+        new = NewDecision(self.name, ticket.id, self.system.mode, original=snapshot(ticket))
+        if await self._db(self.decisions.record, new, "failed", error=describe_error(exc), reason=reason):
+            result.outcomes["failed"] += 1
+            self._log_decision(ticket.id, None, "failed", f"error={describe_error(exc)!r}", level=logging.WARNING)
+
+    async def _classify(self, classifier: Classifier, tickets: Sequence[Ticket]) -> list[Prediction | BaseException]:
+        """Predictions in ticket order; a text the model chokes on gets its exception instead."""
+
+        def work() -> tuple[list[Prediction | BaseException], float]:
+            texts = [ticket_text(t.subject, t.body, is_html=t.body_is_html or None) for t in tickets]
+            start = time.perf_counter()
+            try:
+                predictions: list[Prediction | BaseException] = list(classifier.classify(texts))
+            except ModelLoadError:
+                raise
+            except Exception:  # one bad text must not block the page: classify one by one
+                log.warning("%s: classifying a batch of %d failed; retrying one by one", self.name, len(texts),
+                            exc_info=True)
+                predictions = []
+                for text in texts:
+                    try:
+                        predictions.extend(classifier.classify([text]))
+                    except ModelLoadError:
+                        raise
+                    except Exception as exc:
+                        predictions.append(exc)
+            return predictions, time.perf_counter() - start
+
+        loop = asyncio.get_running_loop()
+        predictions, seconds = await loop.run_in_executor(self.executor or classify_executor(), work)
+        if len(predictions) != len(tickets):
+            raise ModelLoadError(f"classifier returned {len(predictions)} predictions for {len(tickets)} texts")
+        metrics.CLASSIFICATION_SECONDS.labels(source="daemon").observe(seconds)
+        metrics.BATCH_SIZE.labels(source="daemon").observe(len(tickets))
+        for prediction in predictions:
+            if isinstance(prediction, Prediction):
+                metrics.observe_predictions({f: fp.confidence for f, fp in prediction.fields.items()})
+        return predictions
+
+    # ------------------------------------------------------------------ one ticket
+
+    def _changed_reason(self, fetched: dict[str, Any], current: Ticket, *, allowed: dict[str, Any] | None = None) -> str | None:
+        """Why ``current`` (re-read) may not be written any more, or None when it is as fetched."""
+        for name in ("queue", "priority", "state"):
+            before = fetched.get(name)
+            now = getattr(current, name)
+            if before is None or now == before:
+                continue
+            if allowed is not None and name in allowed and now == allowed[name]:
+                continue
+            return f"{name} changed from {before!r} to {now!r} since it was fetched"
+        if allowed is None and not self.adapter.is_candidate(current):
+            return f"no longer a candidate (queue {current.queue!r}, state {current.state!r})"
+        return None
+
+    async def _route(
+        self, semaphore: asyncio.Semaphore, ticket: Ticket, prediction: Prediction | BaseException, result: PollResult
+    ) -> bool:
+        """Decide, claim, re-read, write and record one ticket; False if it was not started."""
+        async with semaphore:
+            if self._abort is not None or self.stopping:
+                return False
+            if isinstance(prediction, BaseException):
+                await self._record_failed_unclaimed(
+                    ticket, prediction, result, reason="the classifier failed on this ticket's text"
+                )
+                return True
+            decision = decide(prediction, self.system, ticket)
+            new = NewDecision(
+                system=self.name,
+                ticket_id=ticket.id,
+                mode=self.system.mode,
+                model_version=prediction.model_version,
+                predictions=dict(prediction.as_dict()),
+                original=snapshot(ticket),
+                planned=decision.planned(),
+            )
+            if decision.change is None:
+                if await self._db(self.decisions.record, new, decision.status, reason=decision.reason_text()):
+                    result.outcomes[decision.status] += 1
+                    self._log_decision(ticket.id, prediction, decision.status, self._would(decision))
+                return True
+            if not await self._db(self.decisions.claim, new):
+                log.debug("%s: ticket %s is decided by another instance", self.name, ticket.id)
+                return True
+            await self._write_claimed(ticket.id, new.original, decision, prediction, result)
+            return True
+
+    @staticmethod
+    def _would(decision: RoutingDecision) -> str:
+        if not decision.would_set:
+            return f"reason={decision.reason_text()!r}"
+        return "would_set=" + ",".join(f"{k}:{v!r}" for k, v in decision.would_set.items())
+
+    async def _write_claimed(
+        self,
+        ticket_id: str,
+        original: dict[str, Any],
+        decision: RoutingDecision,
+        prediction: Prediction,
+        result: PollResult,
+    ) -> None:
+        change = decision.change
+        assert change is not None
+        writing = False
+        try:
+            try:
+                current = await self._call("get", self.adapter.get_ticket(ticket_id))
+            except NotFoundError:
+                await self._finish(ticket_id, prediction, "changed", result, reason="ticket no longer exists")
+                return
+            reason = self._changed_reason(original, current)
+            if reason is not None:
+                await self._finish(ticket_id, prediction, "changed", result, reason=f"changed by someone else: {reason}")
+                return
+            await self._db(self.decisions.mark_writing, self.name, ticket_id)
+            writing = True
+            await self._call("update", self.adapter.update_ticket(ticket_id, change))
+        except (TransientError, AuthenticationError) as exc:
+            # the system is down or refuses us: undo the claim, the next poll decides afresh
+            self._abort = self._abort or exc
+            await self._db(self.decisions.release, self.name, ticket_id)
+            log.debug("%s: ticket %s released after %s", self.name, ticket_id, describe_error(exc))
+            return
+        except PermanentError as exc:
+            await self._finish(
+                ticket_id, prediction, "failed", result, error=describe_error(exc), reason="the helpdesk refused the change"
+            )
+            return
+        except asyncio.CancelledError:
+            if writing:
+                log.warning("%s: ticket %s abandoned during its write; reconciled at the next poll", self.name, ticket_id)
+            else:
+                self.decisions.release(self.name, ticket_id)
+                log.info("%s: ticket %s abandoned before its write (claim released)", self.name, ticket_id)
+            raise
+        applied = {k: v for k, v in (("queue", change.queue), ("priority", change.priority)) if v is not None}
+        if change.note is not None:
+            applied["note"] = True
+        await self._finish(ticket_id, prediction, decision.status, result, applied=applied, reason=decision.reason_text())
+
+    async def _finish(
+        self,
+        ticket_id: str,
+        prediction: Prediction | None,
+        status: str,
+        result: PollResult,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+        applied: dict[str, Any] | None = None,
+    ) -> None:
+        await self._db(self.decisions.finish, self.name, ticket_id, status, reason=reason, error=error, applied=applied)
+        result.outcomes[status] += 1
+        if status == "failed":
+            self._log_decision(ticket_id, prediction, status, f"error={error!r}", level=logging.WARNING)
+        elif status == "changed":
+            self._log_decision(ticket_id, prediction, status, f"reason={reason!r}")
+        else:
+            detail = ",".join(f"{k}:{v!r}" for k, v in (applied or {}).items() if k != "note")
+            self._log_decision(ticket_id, prediction, status, f"set={detail}" if detail else "note only")
+
+    # ------------------------------------------------------------------ reconciliation
+
+    async def reconcile(self, result: PollResult | None = None) -> int:
+        """Finish claims left by a crash: re-read each ticket and settle it.  Returns how many."""
+        result = result or PollResult(self.name)
+        records = await self._db(self.decisions.unfinished, self.name, self.claim_timeout)
+        if records:
+            log.info("%s: reconciling %d unfinished claim(s)", self.name, len(records))
+        for record in records:
+            if self.stopping:
+                break
+            await self._reconcile_one(record, result)
+            result.reconciled += 1
+        return result.reconciled
+
+    async def _reconcile_one(self, record: DecisionRecord, result: PollResult) -> None:
+        ticket_id = record.ticket_id
+        planned = record.planned
+        change = change_from_planned(planned)
+        final = "suggested" if record.mode == "suggest" else "applied"
+        try:
+            current = await self._call("get", self.adapter.get_ticket(ticket_id))
+        except NotFoundError:
+            await self._finish(ticket_id, None, "changed", result, reason="reconciled: ticket no longer exists")
+            return
+        except (TransientError, AuthenticationError) as exc:
+            raise PollAborted(exc) from exc
+        except PermanentError as exc:
+            await self._finish(ticket_id, None, "failed", result, error=describe_error(exc), reason="reconciliation")
+            return
+        fields = {k: planned[k] for k in ("queue", "priority") if planned.get(k) is not None}
+        if fields and all(getattr(current, k) == v for k, v in fields.items()):
+            await self._finish(
+                ticket_id, None, final, result, applied={**fields, **({"note": True} if change.note else {})},
+                reason="reconciled: the ticket shows the planned values",
+            )
+            return
+        if not fields and record.attempts > 0:
+            await self._finish(
+                ticket_id, None, final, result, applied={},
+                reason="reconciled: the note-only write was interrupted and cannot be verified; not repeated",
+            )
+            return
+        partially_written = any(getattr(current, k) == v for k, v in fields.items())
+        reason = self._changed_reason(record.original, current, allowed=fields if partially_written else None)
+        if reason is not None:
+            await self._finish(ticket_id, None, "changed", result, reason=f"reconciled: changed by someone else: {reason}")
+            return
+        try:
+            await self._db(self.decisions.mark_writing, self.name, ticket_id)
+            await self._call("update", self.adapter.update_ticket(ticket_id, change))
+        except (TransientError, AuthenticationError) as exc:
+            raise PollAborted(exc) from exc
+        except PermanentError as exc:
+            await self._finish(ticket_id, None, "failed", result, error=describe_error(exc), reason="reconciliation")
+            return
+        applied = {**fields, **({"note": True} if change.note else {})}
+        await self._finish(ticket_id, None, final, result, applied=applied, reason="reconciled: write finished after restart")

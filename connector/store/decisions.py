@@ -1,0 +1,371 @@
+"""Repository of the routing engine's tables: ``decisions`` and ``poll_state``.
+
+A ticket is decided once per system.  The pipeline *claims* a ticket by
+inserting its decision row with status ``claimed``; the unique constraint on
+``(system, ticket_id)`` makes a second claim fail with an IntegrityError, so
+two daemons on one database (or a restart, or an overlapping poll) never
+route a ticket twice.  The claim is then *finished* with an outcome.  Claims
+left unfinished by a crash are listed by :meth:`DecisionStore.unfinished` and
+reconciled by the pipeline.
+
+Every method runs its own short transaction and is synchronous; the pipeline
+calls them from a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from connector.store.db import Store, as_utc, utcnow
+from connector.store.tables import Decision, PollState
+
+CLAIMED = "claimed"
+#: final statuses of a decision
+FINAL_STATUSES = ("applied", "suggested", "dry_run", "skipped", "changed", "failed")
+#: statuses whose row means "the daemon wrote (or meant to write) to the ticket"
+ROUTED = "applied"
+
+_IN_CHUNK = 500  # ids per IN (...) clause
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """A decision row, detached from the session."""
+
+    system: str
+    ticket_id: str
+    status: str
+    mode: str
+    claimed_by: str
+    claimed_at: datetime
+    decided_at: datetime | None
+    model_version: str | None
+    predictions: dict[str, Any]
+    original: dict[str, Any]
+    planned: dict[str, Any]
+    applied: dict[str, Any]
+    reason: str | None
+    error: str | None
+    attempts: int
+
+    @classmethod
+    def from_row(cls, row: Decision) -> DecisionRecord:
+        return cls(
+            system=row.system,
+            ticket_id=row.ticket_id,
+            status=row.status,
+            mode=row.mode,
+            claimed_by=row.claimed_by,
+            claimed_at=as_utc(row.claimed_at),  # type: ignore[arg-type]
+            decided_at=as_utc(row.decided_at),
+            model_version=row.model_version,
+            predictions=dict(row.predictions or {}),
+            original=dict(row.original or {}),
+            planned=dict(row.planned or {}),
+            applied=dict(row.applied or {}),
+            reason=row.reason,
+            error=row.error,
+            attempts=row.attempts or 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PollHealth:
+    """A system's poll state as stored."""
+
+    system: str
+    cursor: str | None = None
+    last_poll_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    consecutive_failures: int = 0
+
+
+@dataclass(slots=True)
+class NewDecision:
+    """What the pipeline knows about a ticket when it claims or records it."""
+
+    system: str
+    ticket_id: str
+    mode: str
+    model_version: str | None = None
+    predictions: dict[str, Any] = field(default_factory=dict)
+    original: dict[str, Any] = field(default_factory=dict)
+    planned: dict[str, Any] = field(default_factory=dict)
+
+
+class DecisionStore:
+    """Claims, outcomes, cursors and poll health on top of a :class:`Store`."""
+
+    def __init__(self, store: Store, instance_id: str) -> None:
+        self.store = store
+        self.instance_id = instance_id
+
+    # ------------------------------------------------------------------ decisions
+
+    def decided_ids(self, system: str, ticket_ids: Iterable[str]) -> set[str]:
+        """Those of ``ticket_ids`` that already have a decision row (finished or claimed)."""
+        ids = list(dict.fromkeys(ticket_ids))
+        found: set[str] = set()
+        with self.store.session() as session:
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                found.update(
+                    session.scalars(
+                        select(Decision.ticket_id).where(Decision.system == system, Decision.ticket_id.in_(chunk))
+                    )
+                )
+        return found
+
+    def claim(self, new: NewDecision) -> bool:
+        """Insert the ticket's decision as ``claimed`` by this instance; False if it already has one."""
+        return self._insert(new, CLAIMED)
+
+    def record(
+        self,
+        new: NewDecision,
+        status: str,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+        applied: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Insert an already-final decision (dry_run, skipped, failed before any claim); False if decided before."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"not a final status: {status!r}")
+        return self._insert(new, status, reason=reason, error=error, applied=applied)
+
+    def _insert(
+        self,
+        new: NewDecision,
+        status: str,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+        applied: Mapping[str, Any] | None = None,
+    ) -> bool:
+        now = utcnow()
+        row = Decision(
+            system=new.system,
+            ticket_id=new.ticket_id,
+            status=status,
+            mode=new.mode,
+            claimed_by=self.instance_id,
+            claimed_at=now,
+            decided_at=None if status == CLAIMED else now,
+            model_version=new.model_version,
+            predictions=new.predictions,
+            original=new.original,
+            planned=new.planned,
+            applied=dict(applied or {}),
+            reason=reason,
+            error=error,
+            attempts=0,
+        )
+        try:
+            with self.store.session() as session:
+                session.add(row)
+        except IntegrityError:
+            return False
+        return True
+
+    def mark_writing(self, system: str, ticket_id: str) -> None:
+        """Note that the write to the helpdesk is about to start (reconciliation reads ``attempts``)."""
+        with self.store.session() as session:
+            session.execute(
+                update(Decision)
+                .where(
+                    Decision.system == system,
+                    Decision.ticket_id == ticket_id,
+                    Decision.status == CLAIMED,
+                    Decision.claimed_by == self.instance_id,
+                )
+                .values(attempts=Decision.attempts + 1)
+            )
+
+    def finish(
+        self,
+        system: str,
+        ticket_id: str,
+        status: str,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+        applied: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Turn this instance's claim into a final decision; False when no such claim exists."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"not a final status: {status!r}")
+        with self.store.session() as session:
+            result = session.execute(
+                update(Decision)
+                .where(
+                    Decision.system == system,
+                    Decision.ticket_id == ticket_id,
+                    Decision.status == CLAIMED,
+                    Decision.claimed_by == self.instance_id,
+                )
+                .values(
+                    status=status,
+                    decided_at=utcnow(),
+                    reason=reason,
+                    error=error,
+                    applied=dict(applied or {}),
+                )
+            )
+            return result.rowcount == 1
+
+    def release(self, system: str, ticket_id: str) -> bool:
+        """Drop this instance's unfinished claim so the ticket is decided afresh by a later poll."""
+        with self.store.session() as session:
+            result = session.execute(
+                delete(Decision).where(
+                    Decision.system == system,
+                    Decision.ticket_id == ticket_id,
+                    Decision.status == CLAIMED,
+                    Decision.claimed_by == self.instance_id,
+                )
+            )
+            return result.rowcount == 1
+
+    def unfinished(self, system: str, claim_timeout: float) -> list[DecisionRecord]:
+        """Claims to reconcile: this instance's own, and other instances' older than ``claim_timeout`` seconds.
+
+        Other instances' stale claims are taken over (``claimed_by`` set to this
+        instance) atomically, so two daemons never reconcile the same ticket.
+        """
+        cutoff = utcnow() - timedelta(seconds=claim_timeout)
+        out: list[DecisionRecord] = []
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(Decision)
+                .where(Decision.system == system, Decision.status == CLAIMED)
+                .order_by(Decision.claimed_at)
+            ).all()
+            candidates = [
+                (r.ticket_id, r.claimed_by, r.claimed_at)
+                for r in rows
+                if r.claimed_by == self.instance_id or as_utc(r.claimed_at) < cutoff  # type: ignore[operator]
+            ]
+        for ticket_id, owner, claimed_at in candidates:
+            if owner != self.instance_id and not self._take_over(system, ticket_id, owner, claimed_at):
+                continue
+            record = self.get(system, ticket_id)
+            if record is not None and record.status == CLAIMED and record.claimed_by == self.instance_id:
+                out.append(record)
+        return out
+
+    def _take_over(self, system: str, ticket_id: str, owner: str, claimed_at: datetime) -> bool:
+        with self.store.session() as session:
+            result = session.execute(
+                update(Decision)
+                .where(
+                    Decision.system == system,
+                    Decision.ticket_id == ticket_id,
+                    Decision.status == CLAIMED,
+                    Decision.claimed_by == owner,
+                    Decision.claimed_at == claimed_at,
+                )
+                .values(claimed_by=self.instance_id)
+            )
+            return result.rowcount == 1
+
+    def get(self, system: str, ticket_id: str) -> DecisionRecord | None:
+        with self.store.session() as session:
+            row = session.scalars(
+                select(Decision).where(Decision.system == system, Decision.ticket_id == ticket_id)
+            ).first()
+            return DecisionRecord.from_row(row) if row is not None else None
+
+    def recent(self, system: str | None = None, *, limit: int = 50, status: str | None = None) -> list[DecisionRecord]:
+        """The newest decisions, newest first."""
+        query = select(Decision).order_by(Decision.claimed_at.desc(), Decision.id.desc()).limit(limit)
+        if system is not None:
+            query = query.where(Decision.system == system)
+        if status is not None:
+            query = query.where(Decision.status == status)
+        with self.store.session() as session:
+            return [DecisionRecord.from_row(r) for r in session.scalars(query)]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{system: {status: count}}`` over all decisions."""
+        out: dict[str, dict[str, int]] = {}
+        with self.store.session() as session:
+            for system, status, count in session.execute(
+                select(Decision.system, Decision.status, func.count()).group_by(Decision.system, Decision.status)
+            ):
+                out.setdefault(system, {})[status] = int(count)
+        return out
+
+    def forget_failed(self, system: str) -> int:
+        """Delete the system's ``failed`` decisions so a later poll tries those tickets again."""
+        with self.store.session() as session:
+            result = session.execute(delete(Decision).where(Decision.system == system, Decision.status == "failed"))
+            return int(result.rowcount or 0)
+
+    # ------------------------------------------------------------------ poll state
+
+    @staticmethod
+    def _poll_row(session: Session, system: str) -> PollState:
+        row = session.get(PollState, system)
+        if row is not None:
+            return row
+        try:
+            with session.begin_nested():
+                row = PollState(system=system, consecutive_failures=0)
+                session.add(row)
+        except IntegrityError:  # another daemon created it just now
+            row = session.get(PollState, system, populate_existing=True)
+            assert row is not None
+        return row
+
+    def get_cursor(self, system: str) -> str | None:
+        with self.store.session() as session:
+            row = session.get(PollState, system)
+            return row.cursor if row is not None else None
+
+    def set_cursor(self, system: str, cursor: str | None) -> None:
+        with self.store.session() as session:
+            self._poll_row(session, system).cursor = cursor
+
+    def poll_started(self, system: str) -> None:
+        with self.store.session() as session:
+            self._poll_row(session, system).last_poll_at = utcnow()
+
+    def poll_succeeded(self, system: str) -> None:
+        with self.store.session() as session:
+            row = self._poll_row(session, system)
+            row.last_success_at = utcnow()
+            row.consecutive_failures = 0
+
+    def poll_failed(self, system: str, error: str) -> int:
+        """Record a failed poll; returns the number of consecutive failures."""
+        with self.store.session() as session:
+            row = self._poll_row(session, system)
+            row.last_error = error[:4000]
+            row.last_error_at = utcnow()
+            row.consecutive_failures = (row.consecutive_failures or 0) + 1
+            return row.consecutive_failures
+
+    def health(self) -> dict[str, PollHealth]:
+        with self.store.session() as session:
+            return {
+                row.system: PollHealth(
+                    system=row.system,
+                    cursor=row.cursor,
+                    last_poll_at=as_utc(row.last_poll_at),
+                    last_success_at=as_utc(row.last_success_at),
+                    last_error=row.last_error,
+                    last_error_at=as_utc(row.last_error_at),
+                    consecutive_failures=row.consecutive_failures or 0,
+                )
+                for row in session.scalars(select(PollState))
+            }

@@ -1,0 +1,282 @@
+"""The routing pipeline: one poll end to end against an in-memory helpdesk, with a real tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from routing_support import KeywordClassifier, MemoryAdapter, make_tickets, sqlite_url, system_config
+from tiny_model import build_tiny_model
+
+from adapters.base import AuthenticationError, ProtocolError, Ticket, TransientError
+from connector.model.classifier import ClassifierHolder, TransformerClassifier
+from connector.pipeline import Pipeline
+from connector.store.db import Store
+from connector.store.decisions import DecisionStore
+
+QUEUE_LABELS = ["it", "hr", "finance"]
+PRIORITY_LABELS = ["low", "normal", "high"]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(sqlite_url(tmp_path))
+    yield s
+    s.dispose()
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> TransformerClassifier:
+    root = tmp_path_factory.mktemp("models")
+    q = build_tiny_model(root / "queue", QUEUE_LABELS, version="tq-1", field="queue")
+    p = build_tiny_model(root / "priority", PRIORITY_LABELS, version="tp-1", field="priority", seed=1)
+    return TransformerClassifier.from_dirs({"queue": q, "priority": p}, device="cpu")
+
+
+def make_pipeline(store: Store, adapter: MemoryAdapter, classifier, *, instance: str = "test-1", **cfg) -> Pipeline:
+    return Pipeline(
+        "mem",
+        system_config(**cfg),
+        adapter,
+        DecisionStore(store, instance),
+        ClassifierHolder(classifier),
+        claim_timeout=60,
+    )
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def statuses(store: Store) -> dict[str, int]:
+    return DecisionStore(store, "x").counts().get("mem", {})
+
+
+# --------------------------------------------------------------------------- real tiny model
+
+
+def test_poll_with_tiny_model_routes_every_ticket_once(store: Store, tiny_classifier) -> None:
+    adapter = MemoryAdapter(make_tickets(23))
+    cfg = dict(
+        routing={
+            "queue": {"map": {"*": "IT"}, "threshold": 0.0},
+            "priority": {"map": {"*": "{label}"}, "threshold": 0.0},
+        }
+    )
+    pipeline = make_pipeline(store, adapter, tiny_classifier, **cfg)
+    result = run(pipeline.poll())
+    assert result.ok, result.error
+    assert result.new == 23
+    assert result.outcomes["applied"] == 23
+    assert all(adapter.updates[str(i)] == 1 for i in range(1, 24))
+    assert all(t.queue == "IT" and t.priority in PRIORITY_LABELS for t in adapter.tickets.values())
+    note = adapter.notes["1"][0]
+    assert "model queue=tq-1,priority=tp-1" in note.text and "queue:" in note.text
+    # the record holds the predictions as the model made them
+    record = DecisionStore(store, "x").get("mem", "1")
+    assert record is not None and record.status == "applied"
+    assert record.predictions["queue"]["label"] in QUEUE_LABELS
+    assert record.applied["queue"] == "IT" and record.applied["note"] is True
+    assert record.model_version == "queue=tq-1,priority=tp-1"
+    # a second poll decides nothing again (the tickets left the source queue; even if listed, they are decided)
+    adapter2_tickets = {k: replace(v, queue="Inbox") for k, v in adapter.tickets.items()}
+    adapter.tickets = adapter2_tickets
+    result2 = run(pipeline.poll())
+    assert result2.ok and result2.new == 0 and sum(adapter.updates.values()) == 23
+
+
+def test_api_calls_per_ticket_are_minimal(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(20))
+    result = run(make_pipeline(store, adapter, KeywordClassifier(), page_size=10).poll())
+    assert result.outcomes["applied"] == 20
+    # listing carried the bodies: one re-read and one update per ticket, plus the pages
+    assert adapter.calls["get"] == 20 and adapter.calls["update"] == 20 and adapter.calls["list"] == 2
+
+
+def test_bodies_fetched_when_listing_has_none(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(5), list_bodies=False)
+    clf = KeywordClassifier()
+    result = run(make_pipeline(store, adapter, clf).poll())
+    assert result.outcomes["applied"] == 5
+    assert adapter.calls["get"] == 10  # body + re-read
+    assert all("printer" in t for t in clf.texts)
+
+
+def test_cursor_committed_per_page_and_max_tickets_per_poll(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(25))
+    pipeline = make_pipeline(store, adapter, KeywordClassifier(), page_size=10, max_tickets_per_poll=15)
+    result = run(pipeline.poll())
+    assert result.new == 15 and result.outcomes["applied"] == 15
+    # page 0 complete -> its cursor is stored; page 1 only half done -> not committed
+    assert DecisionStore(store, "x").get_cursor("mem") == "page-0"
+    result = run(pipeline.poll())
+    assert result.outcomes["applied"] == 10
+    assert sum(adapter.updates.values()) == 25
+
+
+# --------------------------------------------------------------------------- modes and thresholds
+
+
+def test_suggest_mode_writes_only_a_note(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(3))
+    result = run(make_pipeline(store, adapter, KeywordClassifier(), mode="suggest").poll())
+    assert result.outcomes["suggested"] == 3
+    assert all(t.queue == "Inbox" for t in adapter.tickets.values())
+    assert "'IT'" in adapter.notes["1"][0].text
+
+
+def test_dry_run_writes_nothing_and_records(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    adapter = MemoryAdapter(make_tickets(3))
+    caplog.set_level(logging.INFO, logger="connector.pipeline")
+    result = run(make_pipeline(store, adapter, KeywordClassifier(), mode="dry-run").poll())
+    assert result.outcomes["dry_run"] == 3
+    assert adapter.calls["update"] == 0 and adapter.calls["get"] == 0
+    assert statuses(store) == {"dry_run": 3}
+    lines = [r.getMessage() for r in caplog.records if "decision system=mem" in r.getMessage()]
+    assert len(lines) == 3 and "action=dry_run" in lines[0] and "queue=it(0.95)" in lines[0]
+    assert "printer" not in " ".join(lines)  # never the body at INFO
+
+
+def test_low_confidence_leave_skips_and_fallback_routes(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(2))
+    result = run(make_pipeline(store, adapter, KeywordClassifier(confidence=0.3)).poll())
+    assert result.outcomes["skipped"] == 2 and adapter.calls["update"] == 0
+
+    adapter = MemoryAdapter(make_tickets(2, start=10))
+    cfg = dict(
+        routing={
+            "queue": {"map": {"it": "IT"}, "threshold": 0.5, "low_confidence": "fallback", "fallback": "Triage"},
+        }
+    )
+    result = run(make_pipeline(store, adapter, KeywordClassifier(confidence=0.3), **cfg).poll())
+    assert result.outcomes["applied"] == 2
+    assert adapter.tickets["10"].queue == "Triage" and adapter.tickets["10"].priority == "normal"
+
+
+# --------------------------------------------------------------------------- someone else was faster
+
+
+def test_ticket_changed_by_a_human_before_the_write_is_left_alone(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(3))
+
+    def human(operation: str, ticket_id: str | None) -> None:
+        if operation == "get" and ticket_id == "2":
+            adapter.tickets["2"] = replace(adapter.tickets["2"], priority="high")
+        if operation == "get" and ticket_id == "3":
+            adapter.tickets["3"] = replace(adapter.tickets["3"], state="open")
+
+    adapter.hook = human
+    result = run(make_pipeline(store, adapter, KeywordClassifier()).poll())
+    assert result.outcomes == {"applied": 1, "changed": 2}
+    assert adapter.updates["2"] == 0 and adapter.updates["3"] == 0
+    record = DecisionStore(store, "x").get("mem", "2")
+    assert record is not None and "priority changed from 'normal' to 'high'" in (record.reason or "")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unknown_queue_at_write_time_fails_that_ticket_only(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(3))
+    adapter.tickets["2"] = replace(adapter.tickets["2"], body="holiday request")
+    cfg = dict(routing={"queue": {"map": {"it": "IT", "hr": "Personnel"}, "threshold": 0.5}})
+    result = run(make_pipeline(store, adapter, KeywordClassifier(), **cfg).poll())
+    assert result.ok
+    assert result.outcomes == {"applied": 2, "failed": 1}
+    record = DecisionStore(store, "x").get("mem", "2")
+    assert record is not None and record.status == "failed"
+    assert "UnknownValueError" in (record.error or "") and "Personnel" in (record.error or "")
+
+
+def test_transient_error_stops_the_poll_and_nothing_is_lost(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(8))
+    down = {"on": True}
+
+    def flaky(operation: str, ticket_id: str | None) -> None:
+        if down["on"] and operation == "update" and ticket_id == "3":
+            raise TransientError("503 from helpdesk", retry_after=7)
+
+    adapter.hook = flaky
+    pipeline = make_pipeline(store, adapter, KeywordClassifier(), max_concurrent_writes=1)
+    result = run(pipeline.poll())
+    assert isinstance(result.error, TransientError) and result.retry_after == 7
+    assert statuses(store) == {"applied": 2}  # 1 and 2; 3 released; the rest never started
+    health = DecisionStore(store, "x").health()["mem"]
+    assert health.consecutive_failures == 1 and "503" in (health.last_error or "")
+    down["on"] = False
+    result = run(pipeline.poll())
+    assert result.ok and result.outcomes["applied"] == 6
+    assert all(adapter.updates[str(i)] == 1 for i in range(1, 9))
+    assert DecisionStore(store, "x").health()["mem"].consecutive_failures == 0
+
+
+def test_authentication_error_stops_the_poll(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(3))
+
+    def deny(operation: str, ticket_id: str | None) -> None:
+        if operation == "update":
+            raise AuthenticationError("PUT /tickets/1 answered HTTP 401")
+
+    adapter.hook = deny
+    result = run(make_pipeline(store, adapter, KeywordClassifier()).poll())
+    assert isinstance(result.error, AuthenticationError)
+    assert statuses(store) == {}  # nothing recorded as done; retried after the credentials are fixed
+
+
+def test_listing_protocol_error_fails_the_poll(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(3))
+
+    def html(operation: str, ticket_id: str | None) -> None:
+        if operation == "list":
+            raise ProtocolError("GET /tickets answered text/html that is not JSON")
+
+    adapter.hook = html
+    result = run(make_pipeline(store, adapter, KeywordClassifier()).poll())
+    assert isinstance(result.error, ProtocolError)
+    assert "not JSON" in (DecisionStore(store, "x").health()["mem"].last_error or "")
+
+
+def test_protocol_error_reading_one_ticket_fails_that_ticket(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(3), list_bodies=False)
+
+    def bad(operation: str, ticket_id: str | None) -> None:
+        if operation == "get" and ticket_id == "2":
+            raise ProtocolError("GET /tickets/2 answered malformed JSON")
+
+    adapter.hook = bad
+    result = run(make_pipeline(store, adapter, KeywordClassifier()).poll())
+    assert result.ok and result.outcomes == {"applied": 2, "failed": 1}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "x" * (1024 * 1024),
+        b"caf\xe9 \xff\xfe printer broken".decode("utf-8", errors="surrogateescape"),
+        "<html><body><p>My <b>printer</b> is broken</p><blockquote>old</blockquote></body></html>",
+        None,
+    ],
+    ids=["empty", "1MB", "invalid-utf8", "html-only", "no-body"],
+)
+def test_odd_bodies_are_classified(store: Store, tiny_classifier, body) -> None:
+    ticket = Ticket(id="1", subject="help", body=body, queue="Inbox", priority="normal", state="new",
+                    body_is_html=body is not None and body.startswith("<html>"))
+    adapter = MemoryAdapter([ticket])
+    if body is None:  # the helpdesk itself has no body for it
+        adapter.list_bodies = False
+    cfg = dict(routing={"queue": {"map": {"*": "IT"}, "threshold": 0.0}})
+    result = run(make_pipeline(store, adapter, tiny_classifier, **cfg).poll())
+    assert result.ok, result.error
+    assert result.outcomes == {"applied": 1}
+
+
+def test_no_model_fails_the_poll_without_claims(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(2))
+    pipeline = Pipeline("mem", system_config(), adapter, DecisionStore(store, "t"), ClassifierHolder(), claim_timeout=60)
+    result = run(pipeline.poll())
+    assert result.error is not None and "no model is loaded" in str(result.error)
+    assert statuses(store) == {}
