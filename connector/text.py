@@ -69,6 +69,10 @@ def to_str(value: str | bytes | None) -> str:
         return ""
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (surrogateescape'd bytes, "\\udcff" in JSON)
+        return value.encode("utf-8", errors="replace").decode("utf-8")
     return value
 
 
