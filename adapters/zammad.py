@@ -1,0 +1,603 @@
+"""Zammad through its REST API v1.
+
+What this adapter relies on, as the real system behaves (see ``docs/zammad.md``):
+
+* auth is ``Authorization: Token token=<token>`` (an agent's access token),
+  ``Bearer <token>`` (OAuth2) or HTTP basic; the token is sent in a header only
+  and never logged;
+* new tickets come from the search, ``GET /api/v1/tickets/search?query=..
+  &expand=true&sort_by=created_at&order_by=asc&page=1&per_page=..``.  The
+  query defaults to the source groups and states, e.g.
+  ``state.name:"new" AND (group.name:"Incoming" OR group.name:"Sales \\"EU\\"")``
+  (values quoted and escaped), or is given whole in the settings;
+* the search runs on Elasticsearch, which **lags** behind the database: a
+  ticket created a moment ago may be missing from the hits while a newer one
+  is already there.  Paging is therefore keyset paging on ``created_at``
+  (each page is a fresh query ``created_at:["<last seen>" TO *]``, which also
+  keeps the place when routed tickets drop out of the result), and the cursor
+  that is kept between polls never moves past ``now - search_index_lag``
+  (``now`` from the server's ``Date`` header): tickets of that window are
+  asked for again next time, and those already handed out are remembered in
+  the cursor so they are not handed out twice;
+* the hits carry the *current* data (the index only decides which tickets
+  match), so a hit that is no longer a candidate (moved meanwhile) is dropped;
+* the text is the first customer article of
+  ``GET /api/v1/ticket_articles/by_ticket/{id}``; ``content_type`` tells
+  whether the body is HTML;
+* a write is one ``PUT /api/v1/tickets/{id}`` with ``group`` / ``priority``
+  names and the internal note as ``article`` (Zammad applies it atomically:
+  an unknown name gives 422 ``No lookup value found for 'group': ".."`` ->
+  :class:`UnknownValueError`, and nothing is written); a note alone is
+  ``POST /api/v1/ticket_articles``.  Writes are retried only when the request
+  surely did not reach Zammad (429, connection refused), never after a timeout
+  or a 5xx, so a note is never added twice;
+* errors are JSON ``{"error": .., "error_human": ..}`` with 401/403/404/422;
+  429 (from a proxy or Rack::Attack; ``Retry-After`` is honoured when present);
+* ``GET /api/v1/groups`` needs ``admin.group``; an agent without it lists its
+  own groups from ``GET /api/v1/users/me?expand=true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import Field, SecretStr, field_validator, model_validator
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from adapters.base import (
+    Adapter,
+    AdapterError,
+    AdapterSettings,
+    AuthenticationError,
+    NotFoundError,
+    PermanentError,
+    ProtocolError,
+    Ticket,
+    TicketChange,
+    TicketPage,
+    TransientError,
+    UnknownValueError,
+)
+from adapters.http import HttpTransport, RetryPolicy, _WaitRetryAfter, error_for_status
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1"
+#: Zammad's own ceilings: paginate_with(max: 200) on search, max: 100 on the plain index
+SEARCH_MAX_PER_PAGE = 200
+CURSOR_VERSION = 1
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class ZammadSettings(AdapterSettings):
+    """``connection`` settings of a ``type: zammad`` system."""
+
+    #: base URL of the Zammad instance, e.g. https://helpdesk.example.com
+    url: str
+    #: an access token of the daemon's agent (Profile > Token Access) - or token_file
+    token: SecretStr | None = None
+    #: how the token is sent: "token" (``Token token=..``, access tokens) or "bearer" (OAuth2)
+    token_type: Literal["token", "bearer"] = "token"
+    #: HTTP basic instead of a token (discouraged by Zammad; may be disabled there)
+    username: str | None = None
+    password: SecretStr | None = None
+    #: the whole Zammad search query for new tickets; default: built from source queues (groups) and states
+    query: str | None = None
+    #: states that count as resolved, for the training export
+    resolved_states: list[str] = Field(default_factory=lambda: ["closed"])
+    #: the whole search query for resolved tickets; default: built from resolved_states
+    resolved_query: str | None = None
+    #: seconds the search index may lag behind the database; the cursor never passes now minus this
+    search_index_lag: float = Field(300.0, ge=0)
+    timeout: float = Field(30.0, gt=0)
+    verify_tls: bool | str = True
+    #: HTTP requests in flight at most (listing, reading bodies, writing)
+    max_concurrent_requests: int = Field(4, ge=1, le=64)
+    #: attempts per call for transient errors (429, 5xx, timeouts, connection errors)
+    retry_attempts: int = Field(4, ge=1, le=20)
+    #: longest Retry-After honoured (seconds)
+    max_retry_after: float = Field(120.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        if value.endswith("/api/v1"):
+            value = value[: -len("/api/v1")]
+        return value
+
+    @field_validator("resolved_states")
+    @classmethod
+    def _some_states(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one state")
+        return value
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> ZammadSettings:
+        has_token = self.token is not None and bool(self.token.get_secret_value())
+        has_basic = self.username is not None or self.password is not None
+        if has_token and has_basic:
+            raise ValueError("give either token (or token_file) or username/password, not both")
+        if not has_token and not has_basic:
+            raise ValueError("give token (or token_file), or username and password")
+        if has_basic and (not self.username or self.password is None):
+            raise ValueError("basic auth needs both username and password (or password_file)")
+        return self
+
+
+# --------------------------------------------------------------------------- query language
+
+
+def quote_value(value: str) -> str:
+    """A value as a quoted phrase of the search query language (Elasticsearch query_string)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def any_of(field_name: str, values: Sequence[str]) -> str:
+    terms = [f"{field_name}:{quote_value(v)}" for v in values]
+    return terms[0] if len(terms) == 1 else "(" + " OR ".join(terms) + ")"
+
+
+def build_query(groups: Sequence[str], states: Sequence[str]) -> str:
+    """``state.name:"new" AND (group.name:"A" OR group.name:"B")``; ``*`` when nothing restricts it."""
+    parts = []
+    if states:
+        parts.append(any_of("state.name", states))
+    if groups:
+        parts.append(any_of("group.name", groups))
+    return " AND ".join(parts) if parts else "*"
+
+
+def format_time(value: datetime) -> str:
+    value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def since_clause(field_name: str, since: datetime) -> str:
+    return f"{field_name}:[{quote_value(format_time(since))} TO *]"
+
+
+# --------------------------------------------------------------------------- cursor
+
+
+@dataclass
+class _Cursor:
+    """Where the next listing starts: ``after`` (inclusive) and the ids at or after it already handed out."""
+
+    after: datetime | None = None
+    seen: dict[int, datetime] = field(default_factory=dict)
+
+    def encode(self) -> str:
+        return json.dumps(
+            {
+                "v": CURSOR_VERSION,
+                "after": format_time(self.after) if self.after else None,
+                "seen": [[tid, format_time(ts)] for tid, ts in sorted(self.seen.items())],
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, text: str | None, system: str) -> _Cursor:
+        if not text:
+            return cls()
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or data.get("v") != CURSOR_VERSION:
+                raise ValueError("unknown cursor version")
+            after = parse_time(data.get("after")) if data.get("after") else None
+            seen: dict[int, datetime] = {}
+            for tid, ts in data.get("seen") or []:
+                parsed = parse_time(ts)
+                if parsed is not None:
+                    seen[int(tid)] = parsed
+            return cls(after, seen)
+        except (ValueError, TypeError) as exc:
+            log.warning("%s: ignoring an unreadable Zammad cursor (%s); listing from the start", system, exc)
+            return cls()
+
+    def moved_to(self, after: datetime | None, handed_out: Mapping[int, datetime]) -> _Cursor:
+        """The cursor with ``after`` (never moving back) and only the handed-out ids not before it."""
+        if self.after is not None and (after is None or after < self.after):
+            after = self.after
+        seen = {tid: ts for tid, ts in handed_out.items() if after is None or ts >= after}
+        return _Cursor(after, seen)
+
+
+# --------------------------------------------------------------------------- transport
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status behind an adapter error (None: no answer came)."""
+    return getattr(exc, "http_status", None)
+
+
+def _error_text(response: httpx.Response) -> str | None:
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    if isinstance(data, dict):
+        text = data.get("error_human") or data.get("error")
+        return str(text) if text else None
+    return None
+
+
+class _ZammadTransport(HttpTransport):
+    """HttpTransport with Zammad's error bodies, the status kept on the error, and safe retries for writes."""
+
+    async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        self.calls += 1
+        try:
+            response = await self.client.request(method, url, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            err = TransientError(f"{method} {url}: cannot connect ({exc.__class__.__name__})", system=self.system)
+            err.not_sent = True  # type: ignore[attr-defined]
+            raise err from exc
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"{method} {url}: timed out ({exc.__class__.__name__})", system=self.system) from exc
+        except httpx.TransportError as exc:
+            raise TransientError(f"{method} {url}: {exc.__class__.__name__}: {exc}", system=self.system) from exc
+        if response.status_code >= 400:
+            self._raise(response)
+        return response
+
+    def _raise(self, response: httpx.Response) -> None:
+        status = response.status_code
+        text = _error_text(response)
+        where = f"{response.request.method} {response.request.url.copy_with(query=None).path}"
+        try:
+            if status == 422 and text and text.startswith("No lookup value found"):
+                raise UnknownValueError(f"{where} answered HTTP 422: {text}", system=self.system)
+            if text and status in (401, 403, 404, 422):
+                cls = {401: AuthenticationError, 403: AuthenticationError, 404: NotFoundError}.get(status, PermanentError)
+                raise cls(f"{where} answered HTTP {status}: {text}", system=self.system)
+            error_for_status(response, self.system)
+        except AdapterError as exc:
+            exc.http_status = status  # type: ignore[attr-defined]
+            if status == 429:
+                exc.not_sent = True  # type: ignore[attr-defined]
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def request_write(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """A call that changes the ticket: retried only when it surely did not reach Zammad."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, TransientError) and getattr(e, "not_sent", False)),
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=_WaitRetryAfter(self.retry),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._send_once(method, url, **kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+class ZammadAdapter(Adapter):
+    """Zammad REST API v1 (see the module docstring for the behaviour relied on)."""
+
+    type_name: ClassVar[str] = "zammad"
+    settings_model: ClassVar[type[AdapterSettings]] = ZammadSettings
+
+    def __init__(
+        self,
+        name: str,
+        settings: AdapterSettings,
+        *,
+        source_queues: list[str],
+        source_states: list[str],
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(name, settings, source_queues=source_queues, source_states=source_states)
+        assert isinstance(settings, ZammadSettings)
+        self.cfg: ZammadSettings = settings
+        headers: dict[str, str] = {}
+        auth: tuple[str, str] | None = None
+        if settings.token is not None and settings.token.get_secret_value():
+            secret = settings.token.get_secret_value()
+            headers["Authorization"] = (
+                f"Token token={secret}" if settings.token_type == "token" else f"Bearer {secret}"
+            )
+        else:
+            assert settings.username is not None and settings.password is not None
+            auth = (settings.username, settings.password.get_secret_value())
+        self.http = _ZammadTransport(
+            settings.url,
+            system=name,
+            headers=headers,
+            auth=auth,
+            timeout=settings.timeout,
+            verify=settings.verify_tls,
+            retry=retry or RetryPolicy(attempts=settings.retry_attempts, max_retry_after=settings.max_retry_after),
+            max_connections=settings.max_concurrent_requests,
+            transport=transport,
+        )
+        self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
+        self.new_query = settings.query or build_query(source_queues, source_states)
+        self.resolved_query = settings.resolved_query or build_query([], settings.resolved_states)
+
+    # ------------------------------------------------------------------ calls
+
+    async def _get(self, path: str, params: Mapping[str, Any] | None = None) -> tuple[Any, httpx.Response]:
+        async with self._slots:
+            response = await self.http.request("GET", API + path, params=params)
+        return self._json(response), response
+
+    async def _write(self, method: str, path: str, body: Mapping[str, Any]) -> Any:
+        async with self._slots:
+            response = await self.http.request_write(method, API + path, json=body)
+        return self._json(response)
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            ctype = response.headers.get("Content-Type", "?")
+            raise ProtocolError(
+                f"{response.request.method} {response.request.url.path} answered {ctype} that is not JSON",
+                system=self.name,
+            ) from exc
+
+    @staticmethod
+    def _server_now(response: httpx.Response) -> datetime:
+        """The server's clock (Date header), so that index lag is measured on Zammad's time."""
+        date = response.headers.get("Date")
+        if date:
+            try:
+                parsed = email.utils.parsedate_to_datetime(date)
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=timezone.utc)
+                return parsed
+            except (TypeError, ValueError):
+                pass
+        return datetime.fromtimestamp(time.time(), tz=timezone.utc)
+
+    # ------------------------------------------------------------------ tickets
+
+    def _ticket_id(self, ticket_id: str | int) -> int:
+        try:
+            return int(str(ticket_id).strip())
+        except ValueError:
+            raise NotFoundError(f"{ticket_id!r} is not a Zammad ticket id", system=self.name) from None
+
+    def _to_ticket(self, raw: Any, body: str | None = None, body_is_html: bool = False) -> Ticket:
+        if not isinstance(raw, Mapping) or "id" not in raw:
+            raise ProtocolError(f"expected a ticket object, got {type(raw).__name__}", system=self.name)
+        if "group" not in raw and "group_id" in raw:
+            raise ProtocolError("the ticket came without names (expand=true was not honoured)", system=self.name)
+        return Ticket(
+            id=str(raw["id"]),
+            subject=str(raw.get("title") or ""),
+            body=body,
+            queue=raw.get("group"),
+            priority=raw.get("priority"),
+            state=raw.get("state"),
+            created_at=parse_time(raw.get("created_at")),
+            updated_at=parse_time(raw.get("updated_at")),
+            body_is_html=body_is_html,
+            extra={
+                k: raw.get(k)
+                for k in ("number", "group_id", "priority_id", "state_id", "customer_id", "owner_id", "article_count")
+                if k in raw
+            },
+        )
+
+    async def _body(self, ticket_id: int) -> tuple[str, bool]:
+        """The first customer message (text, is_html)."""
+        articles, _ = await self._get(f"/ticket_articles/by_ticket/{ticket_id}")
+        if not isinstance(articles, list):
+            raise ProtocolError(f"articles of ticket {ticket_id}: expected a list", system=self.name)
+        articles = sorted((a for a in articles if isinstance(a, Mapping)), key=lambda a: int(a.get("id") or 0))
+        public = [a for a in articles if not a.get("internal")]
+        chosen = next((a for a in public if str(a.get("sender") or "").lower() == "customer"), None)
+        chosen = chosen or (public[0] if public else (articles[0] if articles else None))
+        if chosen is None:
+            return "", False
+        is_html = str(chosen.get("content_type") or "").lower().startswith("text/html")
+        return str(chosen.get("body") or ""), is_html
+
+    async def _with_body(self, raw: Mapping[str, Any]) -> Ticket | None:
+        try:
+            body, is_html = await self._body(int(raw["id"]))
+        except NotFoundError:
+            return None  # deleted (or moved out of our groups) between search and read
+        return self._to_ticket(raw, body, is_html)
+
+    async def get_ticket(self, ticket_id: str) -> Ticket:
+        tid = self._ticket_id(ticket_id)
+        raw, _ = await self._get(f"/tickets/{tid}", {"expand": "true"})
+        body, is_html = await self._body(tid)
+        return self._to_ticket(raw, body, is_html)
+
+    async def _search(self, query: str, sort_by: str, page: int, per_page: int) -> tuple[list[Any], datetime]:
+        params = {
+            "query": query,
+            "expand": "true",
+            "sort_by": sort_by,
+            "order_by": "asc",
+            "page": page,
+            "per_page": per_page,
+        }
+        data, response = await self._get("/tickets/search", params)
+        if isinstance(data, Mapping) and isinstance(data.get("records"), list):  # with_total_count form
+            data = data["records"]
+        if not isinstance(data, list):
+            raise ProtocolError(
+                f"ticket search answered {type(data).__name__}, not a list of expanded tickets", system=self.name
+            )
+        return data, self._server_now(response)
+
+    async def _keyset_pages(
+        self,
+        base_query: str,
+        key: str,
+        cursor: str | None,
+        page_size: int,
+        *,
+        since: datetime | None = None,
+        candidates_only: bool,
+    ) -> AsyncIterator[TicketPage]:
+        """Keyset paging on ``key`` with the index-lag-safe cursor (see the module docstring)."""
+        start = _Cursor.decode(cursor, self.name)
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=timezone.utc)
+        lower = start.after
+        if since is not None and (lower is None or since > lower):
+            lower = since
+        per_page = max(1, min(page_size, SEARCH_MAX_PER_PAGE))
+        lag = timedelta(seconds=self.cfg.search_index_lag)
+        handed_out: dict[int, datetime] = dict(start.seen)
+        scan_from, page_no = lower, 1
+        newest: datetime | None = None
+        last_cursor = cursor
+        while True:
+            query = base_query if scan_from is None else f"({base_query}) AND {since_clause(key, scan_from)}"
+            rows, server_now = await self._search(query, key, page_no, per_page)
+            horizon = server_now - lag
+            keys: list[datetime] = []
+            fresh: list[tuple[Mapping[str, Any], datetime]] = []
+            for row in rows:
+                if not isinstance(row, Mapping) or "id" not in row:
+                    raise ProtocolError("ticket search hit without an id", system=self.name)
+                stamp = parse_time(row.get(key))
+                if stamp is None:
+                    raise ProtocolError(f"ticket {row['id']} has no {key}", system=self.name)
+                keys.append(stamp)
+                if int(row["id"]) in handed_out or (lower is not None and stamp < lower):
+                    continue
+                fresh.append((row, stamp))
+            if keys:
+                newest = max(keys) if newest is None else max(newest, *keys)
+            listed = [(self._to_ticket(row), row, stamp) for row, stamp in fresh]
+            if candidates_only:
+                # the index may be stale: the hit's current data decides
+                listed = [item for item in listed if self.is_candidate(item[0])]
+            tickets = [t for t in await asyncio.gather(*(self._with_body(row) for _, row, _ in listed)) if t]
+            got = {t.id for t in tickets}
+            for _, row, stamp in listed:
+                if str(row["id"]) in got:
+                    handed_out[int(row["id"])] = stamp
+            done = len(rows) < per_page
+            # the kept cursor: never past the index-lag horizon; after a complete scan, up to it
+            if done:
+                after: datetime | None = horizon  # everything indexed up to the horizon has been listed
+            else:
+                after = min(newest, horizon) if newest is not None else None
+            next_cursor = start.moved_to(after, handed_out).encode()
+            if tickets or (done and next_cursor != last_cursor):
+                yield TicketPage(tickets, next_cursor)
+                last_cursor = next_cursor
+            if done:
+                return
+            page_max = max(keys)
+            if scan_from is not None and page_max <= scan_from:
+                page_no += 1  # a whole page of equal timestamps: step over it
+            else:
+                scan_from, page_no = page_max, 1
+
+    def list_new_tickets(self, cursor: str | None, page_size: int) -> AsyncIterator[TicketPage]:
+        return self._keyset_pages(self.new_query, "created_at", cursor, page_size, candidates_only=True)
+
+    def list_resolved_tickets(
+        self, since: datetime | None, cursor: str | None, page_size: int
+    ) -> AsyncIterator[TicketPage]:
+        return self._keyset_pages(
+            self.resolved_query, "updated_at", cursor, page_size, since=since, candidates_only=False
+        )
+
+    async def update_ticket(self, ticket_id: str, change: TicketChange) -> None:
+        if change.is_empty:
+            return
+        tid = self._ticket_id(ticket_id)
+        article = None
+        if change.note is not None:
+            article = {
+                "subject": change.note_subject,
+                "body": change.note,
+                "content_type": "text/plain",
+                "type": "note",
+                "internal": True,
+            }
+        fields: dict[str, Any] = {}
+        if change.queue is not None:
+            fields["group"] = change.queue
+        if change.priority is not None:
+            fields["priority"] = change.priority
+        if fields:
+            if article is not None:
+                fields["article"] = article
+            result = await self._write("PUT", f"/tickets/{tid}", fields)
+            if not isinstance(result, Mapping) or "id" not in result:
+                raise ProtocolError(f"ticket {tid}: the update answered no ticket", system=self.name)
+            return
+        assert article is not None
+        result = await self._write("POST", "/ticket_articles", {"ticket_id": tid, **article})
+        if not isinstance(result, Mapping) or "id" not in result:
+            raise ProtocolError(f"ticket {tid}: the note was not created", system=self.name)
+
+    # ------------------------------------------------------------------ lists
+
+    async def list_queues(self) -> list[str]:
+        try:
+            groups, _ = await self._get("/groups")
+        except AuthenticationError as exc:
+            if http_status(exc) != 403:
+                raise
+            # listing all groups needs admin.group; an agent sees its own groups on its profile
+            me, _ = await self._get("/users/me", {"expand": "true"})
+            names = me.get("groups") if isinstance(me, Mapping) else None
+            if not isinstance(names, Mapping):
+                raise ProtocolError("users/me?expand=true answered no groups", system=self.name) from exc
+            return sorted(str(n) for n in names)
+        if not isinstance(groups, list):
+            raise ProtocolError("groups: expected a list", system=self.name)
+        return [str(g["name"]) for g in groups if isinstance(g, Mapping) and g.get("active", True)]
+
+    async def list_priorities(self) -> list[str]:
+        rows, _ = await self._get("/ticket_priorities")
+        if not isinstance(rows, list):
+            raise ProtocolError("ticket_priorities: expected a list", system=self.name)
+        return [str(p["name"]) for p in rows if isinstance(p, Mapping) and p.get("active", True)]
+
+    async def list_states(self) -> list[str]:
+        rows, _ = await self._get("/ticket_states")
+        if not isinstance(rows, list):
+            raise ProtocolError("ticket_states: expected a list", system=self.name)
+        return [str(s["name"]) for s in rows if isinstance(s, Mapping) and s.get("active", True)]
+
+    async def check_connection(self) -> None:
+        me, _ = await self._get("/users/me")
+        if not isinstance(me, Mapping) or "id" not in me:
+            raise ProtocolError("users/me answered no user", system=self.name)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
