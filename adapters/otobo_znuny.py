@@ -35,7 +35,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PRIORITIES: tuple[str, ...] = ("1 very low", "2 low", "3 normal", "4 high", "5 very high")
 OTOBO_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+_MAX_SEARCH_LIMIT = 100_000
 _UNKNOWN_ROUTE_MARKERS = ("Error while determine Operation", "Could not determine Web", "Could not load web service")
 _SECRET_QUERY = re.compile(r"((?:SessionID|Password|UserLogin)=)[^&\s\"']*", re.IGNORECASE)
 
@@ -521,13 +522,14 @@ class OtoboZnunyAdapter(Adapter):
         immutable_time: bool,
     ) -> AsyncIterator[TicketPage]:
         """Search, read and yield pages in (time, id) order, resuming after ``cursor``."""
+        limit = self.cfg.search_limit
         while True:
-            params = dict(base_params, Limit=self.cfg.search_limit)
+            params = dict(base_params, Limit=limit)
             if cursor.time:
-                # one second early: correct whether the system's bound is inclusive or not
-                params[time_param] = _minus_one_second(cursor.time)
+                # the system's bound is inclusive (``>=``): the boundary second is read again
+                params[time_param] = cursor.time
             ids = await self._search(params)
-            full = len(ids) >= self.cfg.search_limit
+            full = len(ids) >= limit
             start = cursor
             if immutable_time:
                 # a creation time never moves: tickets handed out at the boundary second need no re-read
@@ -552,11 +554,17 @@ class OtoboZnunyAdapter(Adapter):
                     yield TicketPage(fresh, cursor.encode())
             if not full:
                 return
-            if not progressed:
+            if progressed:
+                limit = self.cfg.search_limit
+            elif limit < _MAX_SEARCH_LIMIT:
+                # a full result without a new ticket: more tickets share one second than the
+                # limit holds (a bulk import); the search has no offset, so ask for more at once
+                limit = min(limit * 2, _MAX_SEARCH_LIMIT)
+            else:
                 log.warning(
-                    "%s: more than search_limit=%d tickets share the timestamp %s; raise search_limit",
+                    "%s: more than %d tickets share the timestamp %s; some are skipped this poll",
                     self.name,
-                    self.cfg.search_limit,
+                    _MAX_SEARCH_LIMIT,
                     cursor.time,
                 )
                 return
@@ -646,14 +654,6 @@ class OtoboZnunyAdapter(Adapter):
 
     async def aclose(self) -> None:
         await self.http.aclose()
-
-
-def _minus_one_second(stamp: str) -> str:
-    try:
-        when = datetime.strptime(stamp, OTOBO_TIME_FORMAT)
-    except ValueError:
-        return stamp
-    return (when - timedelta(seconds=1)).strftime(OTOBO_TIME_FORMAT)
 
 
 def _query(params: Mapping[str, Any]) -> list[tuple[str, str]]:

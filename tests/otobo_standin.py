@@ -32,6 +32,7 @@ thread: ``with OtoboStandin() as otobo: ... otobo.base_url``.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -138,6 +139,13 @@ class OtoboStandin:
         self.sessions: dict[str, tuple[str, float]] = {}
         self.requests: list[dict[str, Any]] = []
         self.down = False
+        #: "real": search ids as strings, TicketGet ids as numbers, TicketUpdate TicketID string (as OTOBO 11);
+        #: "numbers" / "strings": every id in that form
+        self.id_style = "real"
+        #: seconds each request takes (to observe concurrency)
+        self.delay = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._failures: deque[_Failure] = deque()
         self._ticket_ids = itertools.count(1)
         self._article_ids = itertools.count(1)
@@ -257,6 +265,21 @@ class OtoboStandin:
     # ------------------------------------------------------------------ HTTP
 
     async def _handle(self, request: Request) -> Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            response = await self._dispatch(request)
+        finally:
+            self.in_flight -= 1
+        return response
+
+    def _id(self, value: int, natural: str) -> int | str:
+        style = natural if self.id_style == "real" else self.id_style
+        return str(value) if style == "strings" else value
+
+    async def _dispatch(self, request: Request) -> Response:
         raw_path = request.url.path
         method = request.method
         entry: dict[str, Any] = {"method": method, "path": raw_path, "operation": None, "query": request.url.query}
@@ -354,6 +377,14 @@ class OtoboStandin:
         if user is None:
             return self._error("TicketSearch.AuthFail", "TicketSearch: Authorization failing!")
         limit = int(data.get("Limit") or self.search_limit_default)
+        for prefix in ("TicketCreateTime", "TicketLastChangeTime"):
+            for suffix in ("NewerDate", "OlderDate"):
+                value = data.get(prefix + suffix)
+                if value and not _STAMP.match(str(value)):
+                    return {}  # the search logs "Invalid time format" and is not executed
+            newer = data.get(prefix + "NewerDate")
+            if newer and str(newer) > self.now():
+                return {}  # "don't execute queries if newer date is after current date"
         queues = _as_list(data.get("Queues"))
         states = _as_list(data.get("States"))
         state_types = _as_list(data.get("StateType"))
@@ -381,7 +412,7 @@ class OtoboStandin:
             sort_by[0], lambda t: (t.created, t.id)
         )
         matches.sort(key=key, reverse=order_by[0] == "Down")
-        ids = [str(t.id) for t in matches[:limit]]
+        ids = [self._id(t.id, "strings") for t in matches[:limit]]
         return {"TicketID": ids} if ids else {}
 
     def _op_TicketGet(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -408,7 +439,7 @@ class OtoboStandin:
         out = []
         for ticket in tickets:
             item: dict[str, Any] = {
-                "TicketID": ticket.id,
+                "TicketID": self._id(ticket.id, "numbers"),
                 "TicketNumber": ticket.number,
                 "Title": ticket.title,
                 "Queue": ticket.queue,
@@ -436,8 +467,8 @@ class OtoboStandin:
                 if articles:
                     item["Article"] = [
                         {
-                            "ArticleID": a.id,
-                            "TicketID": ticket.id,
+                            "ArticleID": self._id(a.id, "numbers"),
+                            "TicketID": self._id(ticket.id, "numbers"),
                             "Subject": a.subject,
                             "Body": a.body,
                             "SenderType": a.sender_type,
@@ -527,7 +558,7 @@ class OtoboStandin:
             if value is not None and getattr(ticket, attr) != value:
                 setattr(ticket, attr, value)
                 changed = True
-        result: dict[str, Any] = {"TicketID": str(ticket.id)}
+        result: dict[str, Any] = {"TicketID": self._id(ticket.id, "strings")}
         if article:
             visible = article.get("IsVisibleForCustomer")
             new = Article(
@@ -541,7 +572,7 @@ class OtoboStandin:
                 created=self.now(),
             )
             ticket.articles.append(new)
-            result["ArticleID"] = new.id
+            result["ArticleID"] = self._id(new.id, "numbers")
             changed = True
         if changed:
             ticket.changed = self.now()
@@ -597,7 +628,11 @@ def _state_type_matches(kind: str, wanted: list[str]) -> bool:
     return False
 
 
+_STAMP = re.compile(r"\d\d\d\d-(\d\d|\d)-(\d\d|\d) (\d\d|\d):(\d\d|\d):(\d\d|\d)")
+
+
 def _time_ok(stamp: str, data: dict[str, Any], prefix: str) -> bool:
+    """``NewerDate`` / ``OlderDate`` bounds, both inclusive, as the ticket search applies them."""
     newer = data.get(f"{prefix}NewerDate")
     older = data.get(f"{prefix}OlderDate")
     if newer and stamp < str(newer):
