@@ -218,9 +218,8 @@ class _BadRequest(Exception):
 
 
 def _page(
-    rows: list[TicketRow], total: int, *, page: int, per_page: int, offset: int, after_id: int | None
+    rows: list[TicketRow], total: int, more: bool, *, page: int, per_page: int, offset: int, after_id: int | None
 ) -> JSONResponse:
-    more = (offset + len(rows) < total) if after_id is None else len(rows) == per_page and len(rows) > 0
     return JSONResponse(
         {
             "items": [_ticket(r) for r in rows],
@@ -316,7 +315,7 @@ def create_app(db: SandboxDB, *, token: str | None = None, faults: FaultInjector
         page, size, start = _paging(page, per_page, offset, limit)
         if after_id is not None:
             start = 0
-        rows, total = db.list_tickets(
+        rows, total, more = db.list_tickets(
             queues=queue,
             states=state,
             priorities=priority,
@@ -326,7 +325,7 @@ def create_app(db: SandboxDB, *, token: str | None = None, faults: FaultInjector
             offset=start,
             limit=size,
         )
-        return _page(rows, total, page=page, per_page=size, offset=start, after_id=after_id)
+        return _page(rows, total, more, page=page, per_page=size, offset=start, after_id=after_id)
 
     @app.get("/api/tickets/resolved", tags=["tickets"])
     async def list_resolved(
@@ -340,14 +339,14 @@ def create_app(db: SandboxDB, *, token: str | None = None, faults: FaultInjector
         page, size, start = _paging(page, per_page, offset, limit)
         if after_id is not None:
             start = 0
-        rows, total = db.list_tickets(
+        rows, total, more = db.list_tickets(
             resolved_only=True,
             resolved_since=_time_param("resolved_since", resolved_since),
             after_id=after_id,
             offset=start,
             limit=size,
         )
-        return _page(rows, total, page=page, per_page=size, offset=start, after_id=after_id)
+        return _page(rows, total, more, page=page, per_page=size, offset=start, after_id=after_id)
 
     @app.post("/api/tickets", status_code=201, tags=["tickets"])
     async def create_ticket(body: TicketCreate) -> JSONResponse:

@@ -359,8 +359,8 @@ class SandboxDB:
         after_id: int | None = None,
         offset: int = 0,
         limit: int = 50,
-    ) -> tuple[list[TicketRow], int]:
-        """One page of tickets ordered by id, and the total number matching the filters."""
+    ) -> tuple[list[TicketRow], int, bool]:
+        """One page of tickets ordered by id, the total number matching the filters, and whether more follow."""
         where: list[str] = []
         args: list[Any] = []
         for column, values in (("queue", queues), ("state", states), ("priority", priorities)):
@@ -383,9 +383,9 @@ class SandboxDB:
             page_clause = f" WHERE {' AND '.join(page_where)}" if page_where else ""
             rows = self._conn.execute(
                 f"SELECT {_TICKET_COLUMNS} FROM tickets{page_clause} ORDER BY id LIMIT ? OFFSET ?",
-                [*page_args, limit, offset],
+                [*page_args, limit + 1, offset],
             ).fetchall()
-        return [TicketRow(**dict(r)) for r in rows], total
+        return [TicketRow(**dict(r)) for r in rows[:limit]], total, len(rows) > limit
 
     def count_tickets(self) -> int:
         with self._lock:
