@@ -409,7 +409,8 @@ class OtoboZnunyAdapter(Adapter):
             if operation == "TicketGet":
                 raise NotFoundError(f"{message} (the ticket does not exist or the agent lacks 'ro' on its queue)", system=self.name)
             raise AuthenticationError(
-                f"{message} (the agent needs 'ro', 'move_into', 'priority' and 'note' on the queues involved)",
+                f"{message} (the daemon's agent needs 'rw' on the source queues - TicketUpdate checks 'note', "
+                "'move' and 'priority' on the ticket's queue - and 'ro' + 'move_into' on the target queues)",
                 system=self.name,
             )
         if code in ("TicketGet.NotValidTicketID", "TicketGet.NotTicketData"):

@@ -545,13 +545,15 @@ class OtoboStandin:
                     "TicketUpdate.MissingParameter",
                     "TicketUpdate: Article->ContentType or Ticket->MimeType and Article->Charset parameters are required!",
                 )
-        # rights (as the ticket permission checks do: move_into on the target queue, priority, note)
-        if new_queue is not None and new_queue != ticket.queue and not self._can(user, new_queue, "move_into"):
-            return self._error("TicketUpdate.AccessDenied", "TicketUpdate: User does not have access to the ticket!")
-        if new_priority is not None and not self._can(user, ticket.queue, "priority"):
-            return self._error("TicketUpdate.AccessDenied", "TicketUpdate: User does not have access to the ticket!")
+        # rights, checked as the operation's update-permission check does, on the ticket's current queue:
+        # 'note' for an article, 'move' for a queue change (no group right of its own: 'rw' grants it),
+        # 'priority' for a priority change
         if article and not self._can(user, ticket.queue, "note"):
-            return self._error("TicketUpdate.AccessDenied", "TicketUpdate: User does not have access to the ticket!")
+            return self._error("TicketUpdate.AccessDenied", "TicketUpdate: Does not have permissions to create new articles!")
+        if new_queue is not None and not self._can(user, ticket.queue, "move"):
+            return self._error("TicketUpdate.AccessDenied", "TicketUpdate: Does not have permissions to update queue!")
+        if new_priority is not None and not self._can(user, ticket.queue, "priority"):
+            return self._error("TicketUpdate.AccessDenied", "TicketUpdate: Does not have permissions to update priority!")
         # apply
         changed = False
         for attr, value in (("queue", new_queue), ("priority", new_priority), ("state", new_state)):

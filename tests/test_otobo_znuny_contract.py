@@ -578,18 +578,42 @@ def test_unknown_queue_or_priority_is_a_permanent_unknown_value(
     assert (otobo.tickets[1].queue, otobo.tickets[1].priority) == ("Raw", "3 normal")
 
 
-def test_missing_move_into_right_is_an_authentication_error(otobo: OtoboStandin, make_adapter: Factory) -> None:
+@pytest.mark.parametrize(
+    ("rights", "change", "message"),
+    [
+        ({"ro", "note", "priority", "move_into"}, TicketChange(queue="Billing"), "update queue"),
+        ({"ro", "move_into", "priority"}, TicketChange(note="n"), "create new articles"),
+        ({"ro", "note"}, TicketChange(priority="5 very high"), "update priority"),
+    ],
+)
+def test_missing_rights_are_authentication_errors(
+    otobo: OtoboStandin, make_adapter: Factory, rights: set[str], change: TicketChange, message: str
+) -> None:
     otobo.add_ticket("a", "b")
-    otobo.permissions["connector"] = {"Billing": {"ro"}}
+    otobo.permissions["connector"] = {"Raw": rights}
 
     async def go() -> None:
         adapter = make_adapter()
-        with pytest.raises(AuthenticationError, match="move_into"):
-            await adapter.update_ticket("1", TicketChange(queue="Billing"))
+        with pytest.raises(AuthenticationError, match=message) as info:
+            await adapter.update_ticket("1", change)
+        assert "rw" in str(info.value)  # the hint names the rights to grant
         await adapter.aclose()
 
     run(go())
-    assert otobo.tickets[1].queue == "Raw"
+    assert (otobo.tickets[1].queue, otobo.tickets[1].priority, otobo.notes(1)) == ("Raw", "3 normal", [])
+
+
+def test_rw_on_the_source_queue_is_enough(otobo: OtoboStandin, make_adapter: Factory) -> None:
+    otobo.add_ticket("a", "b")
+    otobo.permissions["connector"] = {"Raw": {"rw"}, "Billing": {"ro", "move_into"}}
+
+    async def go() -> None:
+        adapter = make_adapter()
+        await adapter.update_ticket("1", TicketChange(queue="Billing", priority="4 high", note="n"))
+        await adapter.aclose()
+
+    run(go())
+    assert otobo.tickets[1].queue == "Billing"
 
 
 # --------------------------------------------------------------------------- transient and permanent failures
