@@ -1,9 +1,251 @@
-"""Commands of this area (filled in by its owner)."""
+"""Commands of the routing engine: ``run``, ``check-config``, ``classify``, ``status``.
+
+The configuration file is ``--config FILE``, else ``$HELPDESK_CONNECTOR_CONFIG``,
+else ``./config.yaml``.  A configuration error prints every problem with its
+key path and the file and exits with status 2.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from connector.config import CONFIG_ENV, AppConfig, ConfigError, ConfigProblem, load_config
+
+EXIT_CONFIG = 2
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help=f"configuration file (default: ${CONFIG_ENV} or ./config.yaml)"),
+]
+
+
+def config_path(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else Path("config.yaml")
+
+
+def print_config_error(exc: ConfigError) -> None:
+    typer.echo(f"{exc.source}: invalid configuration ({len(exc.problems)} problem(s))", err=True)
+    for problem in exc.problems:
+        typer.echo(f"  {exc.source}: {problem}", err=True)
+
+
+def load_or_exit(path: Path | None) -> AppConfig:
+    try:
+        return load_config(config_path(path))
+    except ConfigError as exc:
+        print_config_error(exc)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+# --------------------------------------------------------------------------- online checks
+
+
+async def online_problems(config: AppConfig) -> list[ConfigProblem]:
+    """Log in to every enabled system and check that each mapped queue and priority exists there."""
+    from adapters.base import AdapterError
+    from connector.daemon import build_adapter
+
+    problems: list[ConfigProblem] = []
+    for name, system in config.systems.items():
+        if not system.enabled:
+            continue
+        prefix = f"systems.{name}"
+        adapter = build_adapter(config, name)
+        try:
+            try:
+                await adapter.check_connection()
+                queues = set(await adapter.list_queues())
+                priorities = set(await adapter.list_priorities())
+            except AdapterError as exc:
+                problems.append(ConfigProblem(f"{prefix}.connection", f"cannot use {name}: {exc.__class__.__name__}: {exc}"))
+                continue
+            for queue in system.source.queues:
+                if queue not in queues:
+                    problems.append(ConfigProblem(f"{prefix}.source.queues", f"queue {queue!r} does not exist in {name}"))
+            for field, known in (("queue", queues), ("priority", priorities)):
+                routing = system.routing.fields().get(field)
+                if routing is None:
+                    continue
+                for value in sorted(routing.system_values()):
+                    if value in known:
+                        continue
+                    key = "fallback" if value == routing.fallback and value not in routing.map.values() else "map"
+                    shown = ", ".join(sorted(known)[:20]) + (" …" if len(known) > 20 else "")
+                    problems.append(
+                        ConfigProblem(
+                            f"{prefix}.routing.{field}.{key}",
+                            f"{field} {value!r} does not exist in {name} (it has: {shown or 'none'})",
+                        )
+                    )
+        finally:
+            await adapter.aclose()
+    return problems
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fmt_time(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "never"
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the CLI."""
+
+    @app.command("run")
+    def run_command(
+        config: ConfigOption = None,
+        once: Annotated[bool, typer.Option("--once", help="poll every system once, then exit")] = False,
+    ) -> None:
+        """Run the routing daemon (until SIGTERM/SIGINT, or one poll with --once)."""
+        from connector.daemon import run_daemon
+        from connector.logging_setup import configure_from_config
+
+        cfg = load_or_exit(config)
+        configure_from_config(cfg)
+        raise typer.Exit(run_daemon(cfg, once=once))
+
+    @app.command("check-config")
+    def check_config_command(
+        file: Annotated[Path | None, typer.Argument(help="configuration file to check")] = None,
+        online: Annotated[
+            bool, typer.Option("--online", help="also log in to each system and check mapped queues and priorities")
+        ] = False,
+    ) -> None:
+        """Validate a configuration file: exit 0 when valid, else list every problem and exit 2."""
+        path = config_path(file)
+        cfg = load_or_exit(path)
+        if online:
+            from connector.logging_setup import configure_logging
+
+            configure_logging("WARNING", "text")
+            problems = asyncio.run(online_problems(cfg))
+            if problems:
+                print_config_error(ConfigError(str(path), problems))
+                raise typer.Exit(EXIT_CONFIG)
+        systems = ", ".join(cfg.systems) or "none"
+        typer.echo(f"{path}: valid ({len(cfg.systems)} system(s): {systems}){' and online checks passed' if online else ''}")
+
+    @app.command("classify")
+    def classify_command(
+        text: Annotated[str | None, typer.Argument(help="ticket text (subject and body)")] = None,
+        file: Annotated[Path | None, typer.Option("--file", "-f", help="read the ticket text from a file ('-': stdin)")] = None,
+        subject: Annotated[str, typer.Option("--subject", help="the ticket's subject, if given apart")] = "",
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        config: ConfigOption = None,
+    ) -> None:
+        """Classify one ticket text with the active models and show what each system would do."""
+        from adapters.base import Ticket
+        from connector.logging_setup import configure_logging
+        from connector.model.classifier import ModelLoadError
+        from connector.model.serving import load_classifier
+        from connector.routing import decide
+        from connector.store.db import Store
+        from connector.text import ticket_text
+
+        if (text is None) == (file is None):
+            typer.echo("give either TEXT or --file", err=True)
+            raise typer.Exit(EXIT_CONFIG)
+        if file is not None:
+            raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+            body = raw.decode("utf-8", errors="replace")
+        else:
+            body = text or ""
+        cfg = load_or_exit(config)
+        configure_logging("WARNING", cfg.logging.format)
+        store = Store(cfg.store_url)
+        try:
+            classifier = load_classifier(cfg, store)
+        except ModelLoadError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        finally:
+            store.dispose()
+        prediction = classifier.classify([ticket_text(subject, body)])[0]
+        ticket = Ticket(id="-", subject=subject, body=body, queue=None, priority=None)
+        routes = {}
+        for name, system in cfg.systems.items():
+            decision = decide(prediction, system, ticket)
+            routes[name] = {"mode": system.mode, "outcome": decision.status, "would_set": decision.would_set}
+        if as_json:
+            typer.echo(json.dumps({"model_version": prediction.model_version, "fields": prediction.as_dict(),
+                                   "systems": routes}, indent=2, ensure_ascii=False))
+            return
+        typer.echo(f"model {prediction.model_version}")
+        for field, fp in prediction.fields.items():
+            others = ", ".join(f"{s.label} {s.confidence:.2f}" for s in fp.top_k[1:])
+            typer.echo(f"  {field}: {fp.label} ({fp.confidence:.2f})" + (f"   next: {others}" if others else ""))
+        for name, route in routes.items():
+            sets = ", ".join(f"{k} -> {v!r}" for k, v in route["would_set"].items()) or "nothing"
+            typer.echo(f"  {name} ({route['mode']}): {route['outcome']}: {sets}")
+
+    @app.command("status")
+    def status_command(
+        config: ConfigOption = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    ) -> None:
+        """Per system: last poll, decisions routed / suggested / skipped / failed, last error."""
+        from connector.store.db import Store
+        from connector.store.decisions import DecisionStore
+
+        cfg = load_or_exit(config)
+        store = Store(cfg.store_url)
+        try:
+            decisions = DecisionStore(store, cfg.instance_id)
+            health = decisions.health()
+            counts = decisions.counts()
+        finally:
+            store.dispose()
+        names = list(dict.fromkeys([*cfg.systems, *health, *counts]))
+        rows = []
+        for name in names:
+            h = health.get(name)
+            c = counts.get(name, {})
+            rows.append(
+                {
+                    "system": name,
+                    "configured": name in cfg.systems,
+                    "last_poll": h.last_poll_at.isoformat() if h and h.last_poll_at else None,
+                    "last_success": h.last_success_at.isoformat() if h and h.last_success_at else None,
+                    "consecutive_failures": h.consecutive_failures if h else 0,
+                    "last_error": h.last_error if h and h.consecutive_failures else None,
+                    "routed": c.get("applied", 0),
+                    "suggested": c.get("suggested", 0),
+                    "dry_run": c.get("dry_run", 0),
+                    "skipped": c.get("skipped", 0),
+                    "changed": c.get("changed", 0),
+                    "failed": c.get("failed", 0),
+                    "in_flight": c.get("claimed", 0),
+                    "_health": h,
+                }
+            )
+        if as_json:
+            typer.echo(json.dumps([{k: v for k, v in r.items() if k != "_health"} for r in rows], indent=2))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="helpdesk-connector status")
+        for column in ("system", "last poll", "last success", "routed", "suggested", "dry-run", "skipped", "changed",
+                       "failed", "last error"):
+            table.add_column(column)
+        for r in rows:
+            h = r["_health"]
+            table.add_row(
+                r["system"] + ("" if r["configured"] else " (not configured)"),
+                _fmt_time(h.last_poll_at if h else None),
+                _fmt_time(h.last_success_at if h else None),
+                *(str(r[k]) for k in ("routed", "suggested", "dry_run", "skipped", "changed", "failed")),
+                (f"{r['last_error']} ({r['consecutive_failures']}x)" if r["last_error"] else "-"),
+            )
+        Console(width=200).print(table)

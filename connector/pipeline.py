@@ -278,12 +278,16 @@ class Pipeline:
         classifier = self.holder.current  # one model for the whole page, even if a swap happens meanwhile
         predictions = await self._classify(classifier, tickets)
         semaphore = asyncio.Semaphore(self.system.max_concurrent_writes)
-        handled = await asyncio.gather(
-            *(self._route(semaphore, t, p, result) for t, p in zip(tickets, predictions, strict=True))
+        outcomes = await asyncio.gather(
+            *(self._route(semaphore, t, p, result) for t, p in zip(tickets, predictions, strict=True)),
+            return_exceptions=True,  # every ticket task ends before the poll goes on or fails
         )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         if self._abort is not None:
             raise PollAborted(self._abort)
-        return all(handled)
+        return all(outcomes)
 
     async def _with_bodies(self, tickets: Sequence[Ticket], result: PollResult) -> list[Ticket]:
         """Read the full ticket where the listing had no body (bounded concurrency)."""

@@ -274,7 +274,7 @@ class DecisionStore:
                     Decision.claimed_by == owner,
                     Decision.claimed_at == claimed_at,
                 )
-                .values(claimed_by=self.instance_id)
+                .values(claimed_by=self.instance_id, claimed_at=utcnow())
             )
             return result.rowcount == 1
 

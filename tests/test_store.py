@@ -1,0 +1,141 @@
+"""The decisions / poll_state repository on SQLite and on PostgreSQL (fresh database per test)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from routing_support import PgDatabase, pg_available, sqlite_url
+from sqlalchemy import update
+
+from connector.store.db import Store, utcnow
+from connector.store.decisions import DecisionStore, NewDecision
+from connector.store.tables import Decision
+
+_PG_REASON = pg_available()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "sqlite":
+        s = Store(sqlite_url(tmp_path))
+        yield s
+        s.dispose()
+        return
+    if _PG_REASON:
+        pytest.skip(_PG_REASON)
+    db = PgDatabase(request.node.name)
+    s = Store(db.url)
+    try:
+        yield s
+    finally:
+        s.dispose()
+        db.drop()
+
+
+def new(ticket_id: str, system: str = "rt", **kw) -> NewDecision:
+    return NewDecision(system=system, ticket_id=ticket_id, mode="apply", model_version="v1",
+                       predictions={"queue": {"label": "it", "confidence": 0.9}},
+                       original={"queue": "Inbox"}, planned={"queue": "IT"}, **kw)
+
+
+def test_claim_is_exclusive_and_finish_records_the_outcome(store: Store) -> None:
+    a = DecisionStore(store, "a")
+    b = DecisionStore(store, "b")
+    assert a.claim(new("1"))
+    assert not b.claim(new("1"))  # the unique (system, ticket_id) row
+    assert not a.claim(new("1"))
+    assert b.claim(new("1", system="other"))  # another system's ticket 1 is another ticket
+    assert not b.finish("rt", "1", "applied")  # not b's claim
+    assert a.finish("rt", "1", "applied", applied={"queue": "IT"}, reason="ok")
+    record = a.get("rt", "1")
+    assert record is not None
+    assert (record.status, record.claimed_by, record.applied, record.reason) == ("applied", "a", {"queue": "IT"}, "ok")
+    assert record.decided_at is not None and record.decided_at.tzinfo is not None
+    assert record.predictions["queue"]["label"] == "it"
+    assert not a.finish("rt", "1", "failed")  # finished once
+    with pytest.raises(ValueError):
+        a.finish("rt", "1", "claimed")
+
+
+def test_record_final_decisions_and_decided_filter(store: Store) -> None:
+    d = DecisionStore(store, "a")
+    assert d.record(new("1"), "dry_run", reason="dry-run")
+    assert d.record(new("2"), "skipped")
+    assert not d.record(new("2"), "failed")
+    assert d.claim(new("3"))
+    assert d.decided_ids("rt", ["1", "2", "3", "4", "1"]) == {"1", "2", "3"}
+    assert d.decided_ids("rt", [str(i) for i in range(1200)]) == {"1", "2", "3"}  # chunked IN lists
+    assert d.counts() == {"rt": {"dry_run": 1, "skipped": 1, "claimed": 1}}
+    assert [r.ticket_id for r in d.recent("rt", limit=2)] == ["3", "2"]
+
+
+def test_release_and_forget_failed(store: Store) -> None:
+    d = DecisionStore(store, "a")
+    d.claim(new("1"))
+    assert DecisionStore(store, "b").release("rt", "1") is False
+    assert d.release("rt", "1") is True
+    assert d.decided_ids("rt", ["1"]) == set()
+    d.record(new("2"), "failed", error="UnknownValueError: queue 'X'")
+    assert d.forget_failed("rt") == 1
+    assert d.decided_ids("rt", ["2"]) == set()
+
+
+def test_unfinished_own_and_stale_foreign_claims_are_taken_over_once(store: Store) -> None:
+    a = DecisionStore(store, "a")
+    b = DecisionStore(store, "b")
+    c = DecisionStore(store, "c")
+    a.claim(new("1"))
+    b.claim(new("2"))
+    b.claim(new("3"))
+    # b's claim of ticket 3 is old: b crashed long ago
+    with store.session() as s:
+        s.execute(update(Decision).where(Decision.ticket_id == "3").values(claimed_at=utcnow() - timedelta(hours=2)))
+    mine = a.unfinished("rt", claim_timeout=900)
+    assert sorted(r.ticket_id for r in mine) == ["1", "3"]
+    assert a.get("rt", "3").claimed_by == "a"  # taken over
+    assert [r.ticket_id for r in c.unfinished("rt", claim_timeout=900)] == []  # 2 is fresh, 3 is a's now
+    a.mark_writing("rt", "1")
+    assert a.get("rt", "1").attempts == 1
+
+
+def test_concurrent_claims_from_threads_have_one_winner(store: Store) -> None:
+    winners: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        d = DecisionStore(store, name)
+        for i in range(40):
+            if d.claim(new(str(i))):
+                with lock:
+                    winners.append(f"{i}")
+
+    threads = [threading.Thread(target=worker, args=(f"w{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(winners, key=int) == [str(i) for i in range(40)]
+
+
+def test_cursor_and_poll_health(store: Store) -> None:
+    d = DecisionStore(store, "a")
+    assert d.get_cursor("rt") is None
+    d.set_cursor("rt", "2026-01-01T00:00:00Z")
+    assert d.get_cursor("rt") == "2026-01-01T00:00:00Z"
+    d.poll_started("rt")
+    assert d.poll_failed("rt", "TransientError: connection refused") == 1
+    assert d.poll_failed("rt", "TransientError: connection refused") == 2
+    h = d.health()["rt"]
+    assert h.consecutive_failures == 2 and h.last_error == "TransientError: connection refused"
+    assert h.last_poll_at is not None and h.last_success_at is None
+    d.poll_succeeded("rt")
+    h = d.health()["rt"]
+    assert h.consecutive_failures == 0 and h.last_success_at is not None
+    assert h.cursor == "2026-01-01T00:00:00Z"
+    # another daemon creating the same poll_state row concurrently is harmless
+    DecisionStore(store, "b").poll_started("new-system")
+    d.poll_started("new-system")
+    assert set(d.health()) == {"rt", "new-system"}
