@@ -31,7 +31,8 @@ def build_tiny_model(
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_WORDS]
     vocab_file = path / "vocab.txt"
     vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=64)
+    # transformers 5 takes the vocabulary file as `vocab` (`vocab_file` is silently ignored: every token became [UNK])
+    tokenizer = BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True, model_max_length=64)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(vocab),
