@@ -400,6 +400,8 @@ class ZammadStandin:
         self._article_ids = itertools.count(1)
         self._failures: list[Failure] = []
         self.down = False
+        #: called as hook(method, path) before each request is answered (a person acting meanwhile, an outage ...)
+        self.before_request: Any = None
         self.requests: list[LoggedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -697,6 +699,8 @@ class ZammadStandin:
                                    request.headers.get("authorization"))
             date = {"Date": email.utils.formatdate(standin.now(), usegmt=True)}
             with standin._lock:
+                if standin.before_request is not None:
+                    standin.before_request(request.method, request.url.path)
                 standin.requests.append(logged)
                 standin.in_flight += 1
                 standin.max_in_flight = max(standin.max_in_flight, standin.in_flight)
