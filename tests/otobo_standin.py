@@ -41,6 +41,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -142,6 +143,9 @@ class OtoboStandin:
         #: "real": search ids as strings, TicketGet ids as numbers, TicketUpdate TicketID string (as OTOBO 11);
         #: "numbers" / "strings": every id in that form
         self.id_style = "real"
+        #: called as ``before_request(method, route, operation)`` before an operation runs
+        #: (a test plays the person who changes a ticket at that moment)
+        self.before_request: Callable[[str, str, str], None] | None = None
         #: seconds each request takes (to observe concurrency)
         self.delay = 0.0
         self.in_flight = 0
@@ -316,6 +320,8 @@ class OtoboStandin:
                 entry["body"] = decoded
         data.update(uri_data)
         entry["data"] = data
+        if self.before_request is not None:
+            self.before_request(method, route_path, operation)
         with self._lock:
             result = getattr(self, f"_op_{operation}")(data)
         return JSONResponse(result, status_code=200)
