@@ -1,0 +1,469 @@
+"""The generic REST adapter against the real sandbox helpdesk over HTTP on 127.0.0.1 (and a few mock answers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from adapters.base import (
+    AuthenticationError,
+    NotFoundError,
+    PermanentError,
+    ProtocolError,
+    Ticket,
+    TicketChange,
+    TransientError,
+    UnknownValueError,
+)
+from adapters.generic_rest import (
+    GenericRestAdapter,
+    GenericRestSettings,
+    get_path,
+    parse_path,
+    render_json,
+)
+from connector.config import ConfigError, load_config, parse_config
+from connector.sandbox import running_sandbox
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+_state: dict[str, Any] = {}
+
+
+@pytest.fixture(autouse=True)
+def _event_loop():
+    """One event loop per test (an adapter's HTTP client belongs to the loop it first ran on)."""
+    loop = asyncio.new_event_loop()
+    _state["loop"], _state["adapters"] = loop, []
+    yield
+    for adapter in _state["adapters"]:
+        loop.run_until_complete(adapter.aclose())
+    loop.close()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return _state["loop"].run_until_complete(coro)
+
+
+def make(url: str, *, source_queues: tuple[str, ...] = ("Inbox",), source_states: tuple[str, ...] = ("new",),
+         transport: httpx.AsyncBaseTransport | None = None, **settings: Any) -> GenericRestAdapter:  # fmt: skip
+    config = GenericRestSettings.model_validate({"base_url": url, **settings})
+    adapter = GenericRestAdapter(
+        "test", config, source_queues=list(source_queues), source_states=list(source_states), transport=transport
+    )
+    _state["adapters"].append(adapter)
+    return adapter
+
+
+async def collect(pages: Any) -> tuple[list[list[Ticket]], list[str | None]]:
+    tickets, cursors = [], []
+    async for page in pages:
+        tickets.append(page.tickets)
+        cursors.append(page.cursor)
+    return tickets, cursors
+
+
+@pytest.fixture()
+def sandbox(tmp_path: Path):
+    with running_sandbox(tmp_path) as sb:
+        yield sb
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_json_paths() -> None:
+    data = {"data": {"items": [{"fields": {"subject": "s"}, "tags": ["a", "b"]}]}, "n": 0}
+    assert get_path(data, parse_path("data.items[0].fields.subject")) == "s"
+    assert get_path(data, parse_path("data.items.0.tags[-1]")) == "b"
+    assert get_path(data, parse_path("$.n")) == 0
+    assert get_path(data, parse_path("")) is data
+    assert get_path(data, parse_path("data.items[5].x"), "dflt") == "dflt"
+    assert get_path(data, parse_path("n.x")) is None
+
+
+def test_body_templates() -> None:
+    template = {"ticket": {"group": "{queue}", "priority_id": "{priority:int}"}, "article": {"body": "Note: {note}"}}
+    assert render_json(template, {"queue": None, "priority": "3", "note": "x"}) == {
+        "ticket": {"priority_id": 3},
+        "article": {"body": "Note: x"},
+    }
+    assert render_json(["{queue}", "{unknown}", 5], {"queue": "HR"}) == ["HR", "{unknown}", 5]
+
+
+# --------------------------------------------------------------------------- listing and paging
+
+
+@pytest.mark.parametrize(
+    "paging",
+    [
+        {"style": "page"},
+        {"style": "page", "has_more_path": "has_more"},
+        {"style": "offset", "offset_param": "offset", "size_param": "limit", "total_path": "total"},
+        {"style": "after", "after_param": "after_id"},
+        {"style": "cursor", "cursor_param": "after_id", "next_cursor_path": "next_after_id"},
+    ],
+    ids=["page", "page-has-more", "offset-total", "after", "cursor"],
+)
+def test_lists_every_new_ticket_once_over_several_pages(sandbox, paging: dict[str, Any]) -> None:
+    for i in range(57):
+        sandbox.db.create_ticket(f"subject {i}", f"body {i}")
+    sandbox.db.create_ticket("elsewhere", "b", queue="Hardware")
+    sandbox.db.create_ticket("in progress", "b", state="open")
+    adapter = make(sandbox.api, paging=paging)
+    pages, cursors = run(collect(adapter.list_new_tickets(None, 20)))
+    ids = [t.id for page in pages for t in page]
+    assert ids == [str(i) for i in range(1, 58)]
+    assert len(pages) >= 3 and all(c is None for c in cursors)
+    first = pages[0][0]
+    assert (first.subject, first.body, first.queue, first.priority, first.state) == (
+        "subject 0", "body 0", "Inbox", "normal", "new",
+    )  # fmt: skip
+    assert first.updated_at is not None and first.updated_at.tzinfo is not None
+
+
+def test_filters_here_when_the_system_cannot(sandbox) -> None:
+    for q in ("Inbox", "Hardware", "Inbox"):
+        sandbox.db.create_ticket("s", "b", queue=q)
+    adapter = make(sandbox.api, list_new={"path": "/tickets", "queue_param": None, "state_param": None})
+    pages, _ = run(collect(adapter.list_new_tickets(None, 50)))
+    assert [t.id for p in pages for t in p] == ["1", "3"]
+
+
+def test_after_paging_is_stable_while_tickets_leave_the_listing(sandbox) -> None:
+    for i in range(30):
+        sandbox.db.create_ticket(f"s{i}", "b")
+    adapter = make(sandbox.api, paging={"style": "after"})
+
+    async def route_as_listed() -> list[str]:
+        seen = []
+        async for page in adapter.list_new_tickets(None, 10):
+            for t in page.tickets:
+                seen.append(t.id)
+                await adapter.update_ticket(t.id, TicketChange(queue="Hardware"))
+        return seen
+
+    assert run(route_as_listed()) == [str(i) for i in range(1, 31)]
+
+
+def test_since_cursor_lists_only_changes(sandbox) -> None:
+    for i in range(5):
+        sandbox.db.create_ticket(f"s{i}", "b")
+    adapter = make(sandbox.api, paging={"style": "after"}, list_new={"path": "/tickets", "queue_param": "queue",
+                   "state_param": "state", "since_param": "updated_since"})  # fmt: skip
+    pages, cursors = run(collect(adapter.list_new_tickets(None, 2)))
+    assert sum(len(p) for p in pages) == 5
+    assert cursors[:-1] == [None] * (len(cursors) - 1) and pages[-1] == []
+    cursor = cursors[-1]
+    assert cursor == sandbox.db.get_ticket(5).updated_at  # the newest change seen
+    sandbox.db.update_ticket(2, priority="high")
+    sandbox.db.create_ticket("new one", "b")
+    pages, cursors = run(collect(adapter.list_new_tickets(cursor, 2)))
+    assert sorted(t.id for p in pages for t in p) == ["2", "5", "6"]  # >= the cursor: 5 again, harmless
+
+
+def test_listing_without_body_is_read_one_by_one(sandbox) -> None:
+    sandbox.db.create_ticket("s", "the body")
+    adapter = make(sandbox.api, fields={"body": None})
+    pages, _ = run(collect(adapter.list_new_tickets(None, 10)))
+    assert pages[0][0].body is None
+    adapter2 = make(sandbox.api, get_ticket={"path": "/tickets/{id}"})
+    assert run(adapter2.get_ticket("1")).body == "the body"
+
+
+# --------------------------------------------------------------------------- reading one, writing
+
+
+def test_get_ticket_and_not_found(sandbox) -> None:
+    sandbox.db.create_ticket("Printer", "Tray jams", queue="Hardware", priority="high", state="open")
+    adapter = make(sandbox.api)
+    t = run(adapter.get_ticket("1"))
+    assert (t.id, t.subject, t.body, t.queue, t.priority, t.state) == ("1", "Printer", "Tray jams", "Hardware", "high", "open")
+    calls = adapter.transport.calls
+    with pytest.raises(NotFoundError, match="404"):
+        run(adapter.get_ticket("999"))
+    assert adapter.transport.calls == calls + 1  # permanent: not retried
+
+
+def test_update_writes_fields_and_internal_note(sandbox) -> None:
+    sandbox.db.create_ticket("s", "b")
+    adapter = make(sandbox.api)
+    run(adapter.update_ticket("1", TicketChange(queue="Access", priority="high", note="queue Access (0.93)",
+                                                note_subject="Automatic routing")))  # fmt: skip
+    t = sandbox.db.get_ticket(1)
+    assert (t.queue, t.priority, t.version) == ("Access", "high", 2)
+    notes = sandbox.db.list_notes(1)
+    assert [(n.subject, n.body, n.internal) for n in notes] == [("Automatic routing", "queue Access (0.93)", True)]
+    # only the priority: the queue is not sent (a person's queue stays)
+    sandbox.db.update_ticket(1, queue="HR")
+    run(adapter.update_ticket("1", TicketChange(priority="low")))
+    assert (sandbox.db.get_ticket(1).queue, sandbox.db.get_ticket(1).priority) == ("HR", "low")
+    assert len(sandbox.db.list_notes(1)) == 1
+    # suggest mode: the note alone, no field request
+    before = sandbox.db.get_ticket(1).version
+    run(adapter.update_ticket("1", TicketChange(note="suggestion")))
+    assert sandbox.db.get_ticket(1).version == before and len(sandbox.db.list_notes(1)) == 2
+
+
+def test_unknown_queue_is_a_permanent_unknown_value(sandbox) -> None:
+    sandbox.db.create_ticket("s", "b")
+    adapter = make(sandbox.api, update={"unknown_value_pattern": "unknown_value"})
+    with pytest.raises(UnknownValueError, match="queue 'Finance'"):
+        run(adapter.update_ticket("1", TicketChange(queue="Finance", note="n")))
+    assert adapter.transport.calls == 1  # not retried, and no note written after the refusal
+    assert sandbox.db.list_notes(1) == [] and sandbox.db.get_ticket(1).version == 1
+    # a 422 that does not match the pattern stays a plain permanent error
+    strict = make(sandbox.api, update={"unknown_value_pattern": "no such group"})
+    with pytest.raises(PermanentError) as info:
+        run(strict.update_ticket("1", TicketChange(queue="Finance")))
+    assert not isinstance(info.value, UnknownValueError)
+    # a system that answers 404 for an unknown queue
+    fours = make(sandbox.api, update={"unknown_value_status": [404]})
+    sandbox.faults.add(path="/api/tickets/1$", method="PATCH", status=404, body='{"message": "no such queue"}')
+    with pytest.raises(UnknownValueError):
+        run(fours.update_ticket("1", TicketChange(queue="Finance")))
+
+
+def test_note_in_the_update_body_and_put_method() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    adapter = make(
+        "https://helpdesk.example/api/v2",
+        transport=httpx.MockTransport(handler),
+        update={"method": "put", "path": "/issues/{id}", "body": {"issue": {"group": "{queue}", "prio": "{priority:int}",
+                "comment": {"text": "{note}", "title": "{subject}", "private": True}}}},  # fmt: skip
+        add_note=None,
+    )
+    run(adapter.update_ticket("a/b 1", TicketChange(priority="3", note="hello", note_subject="Routing")))
+    assert len(seen) == 1
+    request = seen[0]
+    assert request.method == "PUT" and request.url.raw_path == b"/api/v2/issues/a%2Fb%201"
+    assert json.loads(request.content) == {"issue": {"prio": 3, "comment": {"text": "hello", "title": "Routing", "private": True}}}
+
+
+def test_auth_variants_send_the_right_credentials(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"queues": ["A", "B"]})
+
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n", encoding="utf-8")
+    common = {"queues": {"path": "/q", "items": "queues", "name": ""}, "transport": httpx.MockTransport(handler)}
+    cases = [
+        ({"type": "bearer", "token_file": str(token_file)}, lambda r: r.headers["Authorization"] == "Bearer from-file"),
+        ({"type": "basic", "username": "u", "password": "p"}, lambda r: r.headers["Authorization"] == "Basic dTpw"),
+        ({"type": "header", "header": "X-API-Key", "token": "k"}, lambda r: r.headers["X-API-Key"] == "k"),
+        ({"type": "header", "header": "Authorization", "prefix": "Token token=", "token": "k"},
+         lambda r: r.headers["Authorization"] == "Token token=k"),
+        ({"type": "query", "param": "api_key", "token": "k"}, lambda r: r.url.params["api_key"] == "k"),
+        ({"type": "none"}, lambda r: "Authorization" not in r.headers),
+    ]  # fmt: skip
+    for auth, check in cases:
+        adapter = make("http://h.example", auth=auth, **common)
+        assert run(adapter.list_queues()) == ["A", "B"]
+        assert check(seen[-1]), auth
+
+
+def test_bearer_auth_against_the_sandbox(tmp_path: Path) -> None:
+    with running_sandbox(tmp_path, token="s3cret") as sb:
+        sb.db.create_ticket("s", "b")
+        good = make(sb.api, auth={"type": "bearer", "token": "s3cret"})
+        assert run(good.list_queues())[:2] == ["Inbox", "Triage"]
+        wrong = make(sb.api, auth={"type": "bearer", "token": "nope"})
+        with pytest.raises(AuthenticationError, match="401"):
+            run(wrong.get_ticket("1"))
+        assert wrong.transport.calls == 1  # permanent: not retried
+        with pytest.raises(AuthenticationError):
+            run(make(sb.api).check_connection())
+
+
+# --------------------------------------------------------------------------- resolved, value lists
+
+
+def test_resolved_listing_with_since(sandbox) -> None:
+    for i in range(4):
+        sandbox.db.create_ticket(f"s{i}", f"b{i}")
+    sandbox.db.resolve_ticket(1, queue="Hardware", priority="high")
+    mark = sandbox.db.resolve_ticket(3, queue="HR").resolved_at
+    sandbox.db.resolve_ticket(4, queue="Access", state="closed")
+    adapter = make(sandbox.api)
+    pages, _ = run(collect(adapter.list_resolved_tickets(None, None, 2)))
+    resolved = [t for p in pages for t in p]
+    assert [(t.id, t.queue, t.priority, t.state) for t in resolved] == [
+        ("1", "Hardware", "high", "resolved"), ("3", "HR", "normal", "resolved"), ("4", "Access", "normal", "closed"),
+    ]  # fmt: skip
+    from connector.sandbox.db import parse_time
+
+    pages, _ = run(collect(adapter.list_resolved_tickets(parse_time(mark), None, 50)))
+    assert [t.id for p in pages for t in p] == ["3", "4"]
+    none = make(sandbox.api, list_resolved=None)
+    with pytest.raises(PermanentError, match="list_resolved is not configured"):
+        run(collect(none.list_resolved_tickets(None, None, 50)))
+
+
+def test_queues_and_priorities_from_api_or_static(sandbox) -> None:
+    adapter = make(sandbox.api)
+    assert "Hardware" in run(adapter.list_queues())
+    assert run(adapter.list_priorities()) == ["low", "normal", "high"]
+    static = make(sandbox.api, queues={"values": ["X", "Y"]}, priorities={"values": ["1", "2"]})
+    assert run(static.list_queues()) == ["X", "Y"] and run(static.list_priorities()) == ["1", "2"]
+    run(static.check_connection())  # with static lists it reads the listing instead
+
+
+# --------------------------------------------------------------------------- bad answers
+
+
+def test_transient_500_is_retried_then_succeeds(sandbox) -> None:
+    sandbox.db.create_ticket("s", "b")
+    sandbox.faults.add(path="/api/tickets/1$", status=500, times=1)
+    adapter = make(sandbox.api, retries=3)
+    assert run(adapter.get_ticket("1")).subject == "s"
+    assert adapter.transport.calls == 2
+
+
+def test_lasting_500_and_html_error_page_are_transient(sandbox) -> None:
+    sandbox.db.create_ticket("s", "b")
+    sandbox.faults.add(path="/api/tickets", status=502, times=-1, content_type="text/html",
+                       body="<html><body><h1>502 Bad Gateway</h1></body></html>")  # fmt: skip
+    adapter = make(sandbox.api, retries=2)
+    with pytest.raises(TransientError, match="502.*Bad Gateway"):
+        run(collect(adapter.list_new_tickets(None, 10)))
+    assert adapter.transport.calls == 2
+
+
+def test_note_post_is_not_retried_after_a_500(sandbox) -> None:
+    sandbox.db.create_ticket("s", "b")
+    sandbox.faults.add(path="/notes$", method="POST", status=500, times=1)
+    adapter = make(sandbox.api, retries=3)
+    with pytest.raises(TransientError):
+        run(adapter.update_ticket("1", TicketChange(note="once")))
+    assert adapter.transport.calls == 1  # the note may have been stored: never sent twice
+    sandbox.faults.add(path="/notes$", method="POST", status=503, headers={"Retry-After": "0"}, times=1)
+    run(adapter.update_ticket("1", TicketChange(note="once")))  # 503: surely not applied, retried
+    assert [n.body for n in sandbox.db.list_notes(1)] == ["once"]
+
+
+def test_malformed_json_and_html_200_are_protocol_errors(sandbox) -> None:
+    sandbox.db.create_ticket("s", "b")
+    adapter = make(sandbox.api)
+    sandbox.faults.add(path="/api/tickets/1$", status=200, body='{"id": 1, "subject": ')
+    with pytest.raises(ProtocolError, match="not JSON"):
+        run(adapter.get_ticket("1"))
+    sandbox.faults.add(path="/api/tickets$", status=200, content_type="text/html", body="<html>Login</html>")
+    with pytest.raises(ProtocolError, match="text/html"):
+        run(collect(adapter.list_new_tickets(None, 10)))
+
+
+def test_answers_of_the_wrong_shape_name_the_path(sandbox) -> None:
+    sandbox.db.create_ticket("s", "b")
+    wrong_items = make(sandbox.api, list_new={"path": "/tickets", "items": "data.tickets"})
+    with pytest.raises(ProtocolError, match="items='data.tickets'"):
+        run(collect(wrong_items.list_new_tickets(None, 10)))
+    wrong_id = make(sandbox.api, fields={"id": "ticket_id"})
+    with pytest.raises(ProtocolError, match="fields.id='ticket_id'"):
+        run(wrong_id.get_ticket("1"))
+    wrong_wrap = make(sandbox.api, get_ticket={"ticket": "data"})
+    with pytest.raises(ProtocolError, match="ticket='data'"):
+        run(wrong_wrap.get_ticket("1"))
+
+
+def test_timeout_is_transient(sandbox) -> None:
+    sandbox.db.create_ticket("s", "b")
+    sandbox.faults.add(path="/api/tickets/1$", status=0, delay=1.0)
+    adapter = make(sandbox.api, timeout=0.2, retries=1)
+    with pytest.raises(TransientError, match="timed out"):
+        run(adapter.get_ticket("1"))
+
+
+def test_unreachable_helpdesk_is_transient() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    adapter = make(f"http://127.0.0.1:{port}/api", retries=1)
+    with pytest.raises(TransientError, match="cannot connect"):
+        run(adapter.list_queues())
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def _problems(connection: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"systems": {"home": {"type": "generic_rest", "connection": connection}}}, "test.yaml")
+    return {p.key: p.message for p in info.value.problems}
+
+
+def test_config_errors_name_their_key_paths(tmp_path: Path) -> None:
+    base = "systems.home.connection"
+    assert _problems({}) == {f"{base}.base_url": "required key is missing"}
+    assert "http:// or https://" in _problems({"base_url": "ftp://x"})[f"{base}.base_url"]
+    problems = _problems({"base_url": "http://x", "fields": {"subjct": "title"}, "paging": {"style": "pages"}})
+    assert problems[f"{base}.fields.subjct"] == "unknown key"
+    assert f"{base}.paging.style" in problems
+    auth = _problems({"base_url": "http://x", "auth": {"type": "bearer"}})
+    assert "token (or token_file)" in auth[f"{base}.auth"]
+    assert "header" in _problems({"base_url": "http://x", "auth": {"type": "header", "token": "t"}})[f"{base}.auth"]
+    missing_file = _problems({"base_url": "http://x", "auth": {"type": "bearer", "token_file": str(tmp_path / "nope")}})
+    assert "cannot read secret file" in missing_file[f"{base}.auth"]
+    cursor = _problems({"base_url": "http://x", "paging": {"style": "cursor"}})
+    assert "next_cursor_path" in cursor[f"{base}.paging"]
+    path = _problems({"base_url": "http://x", "fields": {"subject": "a..b[x"}})
+    assert "invalid JSON path" in path[f"{base}.fields"]
+    both = _problems({"base_url": "http://x", "queues": {"values": ["A"], "path": "/q"}})
+    assert "either 'values'" in both[f"{base}.queues"]
+    regex = _problems({"base_url": "http://x", "update": {"unknown_value_pattern": "("}})
+    assert "regular expression" in regex[f"{base}.update.unknown_value_pattern"]
+    method = _problems({"base_url": "http://x", "update": {"method": "FETCH"}})
+    assert f"{base}.update.method" in method
+
+
+def test_secrets_from_files_and_never_in_repr(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2\n", encoding="utf-8")
+    config = parse_config(
+        {"systems": {"home": {"type": "generic_rest", "connection": {
+            "base_url": "http://x", "auth": {"type": "basic", "username": "u", "password_file": str(secret)}}}}}
+    )  # fmt: skip
+    settings = config.adapter_settings("home")
+    assert isinstance(settings, GenericRestSettings)
+    assert settings.auth.password is not None and settings.auth.password.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+
+
+def test_example_config_routes_against_the_sandbox(sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.example.yaml is valid and its connection works against a running sandbox as written."""
+    config = load_config(ROOT / "config.example.yaml")
+    system = config.systems["sandbox"]
+    settings = config.adapter_settings("sandbox")
+    assert settings.base_url == "http://127.0.0.1:8099/api"
+    moved = settings.model_copy(update={"base_url": sandbox.api})
+    adapter = GenericRestAdapter("sandbox", moved, source_queues=system.source.queues, source_states=system.source.states)
+    _state["adapters"].append(adapter)
+    for i in range(7):
+        sandbox.db.create_ticket(f"s{i}", "b")
+    pages, _ = run(collect(adapter.list_new_tickets(None, 3)))
+    assert [t.id for p in pages for t in p] == [str(i) for i in range(1, 8)]
+    values = run(adapter.list_queues())
+    for label in ("Hardware", "Access", "HR"):
+        assert system.routing.queue is not None
+        target = system.routing.queue.target_for(label)
+        assert target in values
+        run(adapter.update_ticket("1", TicketChange(queue=target, note="n")))
+    assert system.routing.queue.fallback in values
+    assert set(run(adapter.list_priorities())) >= {system.routing.priority.target_for(p) for p in ("low", "normal", "high")}  # type: ignore[union-attr]
