@@ -528,3 +528,21 @@ def test_resolved_tickets_since_with_final_labels(server: RunningStandin, standi
     assert (t.queue, t.priority, t.state, t.body_is_html) == ("2nd Level", "3 high", "closed", True)
     assert "screen broken" in (t.body or "")
     assert ids(run(resolved(last_cursor(pages)))) == []
+
+
+def test_documented_config_example_is_valid() -> None:
+    import yaml
+
+    from connector.config import parse_config
+
+    data = yaml.safe_load((Path(__file__).parent.parent / "docs" / "zammad.config.yaml").read_text(encoding="utf-8"))
+    conn = data["systems"]["zammad"]["connection"]
+    conn.pop("token_file")
+    conn["token"] = "example"
+    config = parse_config(data)
+    settings = config.adapter_settings("zammad")
+    assert isinstance(settings, ZammadSettings) and settings.search_index_lag == 300
+    adapter = ZammadAdapter("zammad", settings, source_queues=["Incoming"], source_states=["new"])
+    assert adapter.new_query == 'state.name:"new" AND group.name:"Incoming"'
+    assert adapter.resolved_query == 'state.name:"closed"'
+    run(adapter.aclose())

@@ -270,3 +270,19 @@ def test_unknown_group_in_the_mapping_fails_that_ticket_only(server: RunningStan
     record = DecisionStore(store, "x").get(SYSTEM, str(ids[1]))
     assert record.status == "failed" and "No lookup value found" in (record.error or "")
     assert standin.ticket_view(ids[1])["group"] == "Incoming" and standin.notes(ids[1]) == []
+
+
+# --------------------------------------------------------------------------- check-config --online
+
+
+def test_check_config_online(server: RunningStandin, standin: ZammadStandin, tmp_path: Path) -> None:
+    from connector.daemon_cli import online_problems
+
+    assert run(online_problems(config(server.url, tmp_path))) == []
+    routing = {"queue": {"map": {"it": "Helpdesk"}, "threshold": 0.5},
+               "priority": {"map": {"high": "4 urgent"}, "threshold": 0.5}}
+    problems = run(online_problems(config(server.url, tmp_path, routing=routing)))
+    assert {p.key for p in problems} == {f"systems.{SYSTEM}.routing.queue.map", f"systems.{SYSTEM}.routing.priority.map"}
+    bad_token = run(online_problems(config(server.url, tmp_path, token="nope")))
+    assert [p.key for p in bad_token] == [f"systems.{SYSTEM}.connection"]
+    assert "Can't find User for Token" in bad_token[0].message and "nope" not in bad_token[0].message
