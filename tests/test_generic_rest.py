@@ -467,3 +467,109 @@ def test_example_config_routes_against_the_sandbox(sandbox, monkeypatch: pytest.
         run(adapter.update_ticket("1", TicketChange(queue=target, note="n")))
     assert system.routing.queue.fallback in values
     assert set(run(adapter.list_priorities())) >= {system.routing.priority.target_for(p) for p in ("low", "normal", "high")}  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- the documented example
+
+
+class AcmeDesk:
+    """The invented helpdesk of docs/generic_rest.config.yaml, as an httpx mock (shapes differ from the sandbox)."""
+
+    TEAMS = ("Inbox", "Hardware", "Access", "Dispatch")
+
+    def __init__(self, count: int) -> None:
+        self.issues = {
+            i: {"title": f"Issue {i}", "description": f"<p>Text {i}</p>", "team": {"name": "Inbox"}, "urgency": 2,
+                "status": "open", "created": 1732752000 + i, "modified": "2024-11-28T00:00:00+01:00", "closed": None}
+            for i in range(1, count + 1)
+        }  # fmt: skip
+        self.comments: dict[int, list[dict[str, Any]]] = {}
+        self.requests: list[httpx.Request] = []
+
+    def _issue(self, i: int) -> dict[str, Any]:
+        return {"id": i, "attributes": {k: v for k, v in self.issues[i].items() if k != "closed"}}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.headers.get("X-Acme-Token") != "acme-token":
+            return httpx.Response(401, json={"errors": [{"code": "unauthenticated"}]})
+        path = request.url.path.removeprefix("/api/v2")
+        q = request.url.params
+        if path == "/teams":
+            return httpx.Response(200, json={"data": [{"id": n, "name": t} for n, t in enumerate(self.TEAMS)]})
+        if path == "/issues" and request.method == "GET":
+            ids = sorted(self.issues)
+            if q.get("status") == "closed":
+                after = int(q.get("closed_after", "0"))
+                ids = [i for i in ids if (self.issues[i]["closed"] or 0) >= after and self.issues[i]["closed"]]
+            else:
+                teams, states = q.get_list("team"), q.get_list("status")
+                ids = [i for i in ids if self.issues[i]["team"]["name"] in teams and self.issues[i]["status"] in states]
+            start = int(q["cursor"]) if "cursor" in q else 0
+            limit = int(q["limit"])
+            chunk = ids[start : start + limit]
+            more = start + limit < len(ids)
+            return httpx.Response(
+                200, json={"data": [self._issue(i) for i in chunk], "meta": {"next_cursor": str(start + limit) if more else None}}
+            )
+        parts = path.strip("/").split("/")
+        i = int(parts[1])
+        if i not in self.issues:
+            return httpx.Response(404, json={"errors": [{"code": "not_found"}]})
+        if len(parts) == 2 and request.method == "GET":
+            return httpx.Response(200, json={"data": self._issue(i)})
+        if len(parts) == 2 and request.method == "PUT":
+            change = json.loads(request.content)["issue"]
+            if "team" in change and change["team"] not in self.TEAMS:
+                return httpx.Response(400, json={"errors": [{"code": "invalid_team", "detail": change["team"]}]})
+            if "team" in change:
+                self.issues[i]["team"] = {"name": change["team"]}
+            if "urgency" in change:
+                self.issues[i]["urgency"] = change["urgency"]
+            return httpx.Response(200, json={"data": self._issue(i)})
+        if parts[2:] == ["comments"] and request.method == "POST":
+            self.comments.setdefault(i, []).append(json.loads(request.content)["comment"])
+            return httpx.Response(201, json={"data": {"id": 1}})
+        return httpx.Response(405)
+
+
+def test_documented_home_grown_example_works(tmp_path: Path) -> None:
+    import yaml
+
+    data = yaml.safe_load((ROOT / "docs" / "generic_rest.config.yaml").read_text(encoding="utf-8"))
+    token_file = tmp_path / "acme-token"
+    token_file.write_text("acme-token\n", encoding="utf-8")
+    data["systems"]["acme"]["connection"]["auth"]["token_file"] = str(token_file)
+    config = parse_config(data, "docs/generic_rest.config.yaml")
+    system = config.systems["acme"]
+    desk = AcmeDesk(45)
+    adapter = GenericRestAdapter("acme", config.adapter_settings("acme"), source_queues=system.source.queues,
+                                 source_states=system.source.states, transport=httpx.MockTransport(desk))  # fmt: skip
+    _state["adapters"].append(adapter)
+
+    pages, _ = run(collect(adapter.list_new_tickets(None, 20)))
+    tickets = [t for p in pages for t in p]
+    assert [t.id for t in tickets] == [str(i) for i in range(1, 46)] and len(pages) == 3
+    first = tickets[0]
+    assert (first.subject, first.queue, first.priority, first.state, first.body_is_html) == (
+        "Issue 1", "Inbox", "2", "open", True,
+    )  # fmt: skip
+    assert first.created_at is not None and first.created_at.timestamp() == 1732752001
+    assert first.updated_at is not None and first.updated_at.hour == 23  # +01:00 converted to UTC
+
+    assert run(adapter.list_queues()) == list(AcmeDesk.TEAMS)
+    assert run(adapter.list_priorities()) == ["1", "2", "3"]
+    target = system.routing.priority.target_for("high")  # type: ignore[union-attr]
+    run(adapter.update_ticket("3", TicketChange(queue="Hardware", priority=target, note="routed", note_subject="Auto")))
+    assert desk.issues[3]["team"] == {"name": "Hardware"} and desk.issues[3]["urgency"] == 3
+    assert desk.comments[3] == [{"title": "Auto", "text": "routed", "visibility": "staff"}]
+    with pytest.raises(UnknownValueError, match="Finance"):
+        run(adapter.update_ticket("4", TicketChange(queue="Finance")))
+
+    desk.issues[5].update(status="closed", closed=1732800000)
+    desk.issues[6].update(status="closed", closed=1732700000)
+    from datetime import UTC, datetime
+
+    pages, _ = run(collect(adapter.list_resolved_tickets(datetime.fromtimestamp(1732750000, UTC), None, 10)))
+    assert [t.id for p in pages for t in p] == ["5"]
+    assert desk.requests[-1].url.params["closed_after"] == "1732750000"  # time_format: epoch
