@@ -632,15 +632,30 @@ class OtoboZnunyAdapter(Adapter):
             ) from exc
 
     async def list_queues(self) -> list[str]:
+        """The configured ``queues``; unset, the queues that provably exist (partial).
+
+        The ticket connector has no operation that lists queues, and a search
+        for an unknown queue simply finds nothing.  Without a configured list,
+        the queues of the most recently changed tickets the agent can read are
+        returned, plus each source queue that holds at least one ticket (in any
+        state): an existing but empty queue is missing from this list.
+        """
         await self.check_connection()
         if self.cfg.queues is not None:
             return list(self.cfg.queues)
-        found = set(self.source_queues)
+        log.warning(
+            "%s: connection.queues is not set; the queue list is discovered from tickets and may miss empty queues",
+            self.name,
+        )
+        found: set[str] = set()
         if self.cfg.queue_discovery_limit:
             ids = await self._search({"SortBy": "Changed", "OrderBy": "Down", "Limit": self.cfg.queue_discovery_limit})
             for ticket in await self._get_many(ids, articles=False):
                 if ticket.queue:
                     found.add(ticket.queue)
+        for queue in self.source_queues:
+            if queue not in found and await self._search({"Queues": queue, "Limit": 1}):
+                found.add(queue)
         return sorted(found)
 
     async def list_priorities(self) -> list[str]:

@@ -63,6 +63,17 @@ STANDARD_ROUTES: dict[str, tuple[tuple[str, ...], str]] = {
     "TicketUpdate": (("PATCH",), "/Ticket/:TicketID"),
 }
 
+def routes_from_webservice(definition: dict[str, Any]) -> dict[str, tuple[tuple[str, ...], str]]:
+    """The route mapping of a web service definition (the YAML an admin imports)."""
+    mapping = definition["Provider"]["Transport"]["Config"]["RouteOperationMapping"]
+    operations = definition["Provider"]["Operation"]
+    return {
+        name: (tuple(entry.get("RequestMethod") or ()), entry["Route"])
+        for name, entry in mapping.items()
+        if name in operations
+    }
+
+
 DEFAULT_QUEUES = ["Postmaster", "Raw", "Junk", "Misc"]
 DEFAULT_PRIORITIES = ["1 very low", "2 low", "3 normal", "4 high", "5 very high"]
 #: state -> state type

@@ -92,6 +92,48 @@ def test_registered_for_otobo_and_znuny() -> None:
     assert OtoboZnunyAdapter.settings_model is OtoboZnunySettings
 
 
+def test_shipped_web_service_definition_matches_the_adapter(tmp_path: Path) -> None:
+    import yaml
+
+    from otobo_standin import STANDARD_ROUTES, routes_from_webservice
+
+    path = Path(__file__).resolve().parent.parent / "deploy" / "otobo" / "helpdesk-connector-webservice.yml"
+    definition = yaml.safe_load(path.read_text(encoding="utf-8"))
+    operations = definition["Provider"]["Operation"]
+    assert {name: op["Type"] for name, op in operations.items()} == {
+        "SessionCreate": "Session::SessionCreate",
+        "TicketSearch": "Ticket::TicketSearch",
+        "TicketGet": "Ticket::TicketGet",
+        "TicketUpdate": "Ticket::TicketUpdate",
+    }
+    assert definition["Provider"]["Transport"]["Type"] == "HTTP::REST"
+    assert definition["Debugger"]["DebugThreshold"] != "debug"  # would log the login password
+    routes = routes_from_webservice(definition)
+    assert routes == STANDARD_ROUTES
+    defaults = OtoboZnunySettings.model_fields["routes"].default_factory()  # type: ignore[misc]
+    assert (defaults.session_create, defaults.ticket_search, defaults.ticket_get, defaults.ticket_update) == (
+        routes["SessionCreate"][1], routes["TicketSearch"][1], routes["TicketGet"][1], routes["TicketUpdate"][1]
+    )
+
+    # and the adapter works against a system serving exactly this definition
+    with OtoboStandin(users={"connector": PASSWORD}, routes=routes) as served:
+        served.add_ticket("a", "b")
+
+        async def go() -> None:
+            adapter = OtoboZnunyAdapter(
+                "otobo",
+                OtoboZnunySettings(base_url=served.base_url, user_login="connector", password=PASSWORD),  # type: ignore[arg-type]
+                source_queues=["Raw"],
+                source_states=["new"],
+            )
+            assert [t.id for p in await collect(adapter.list_new_tickets(None, 5)) for t in p.tickets] == ["1"]
+            await adapter.update_ticket("1", TicketChange(queue="Misc", note="n"))
+            await adapter.aclose()
+
+        run(go())
+        assert served.tickets[1].queue == "Misc"
+
+
 def test_password_file_and_secret_not_in_repr(tmp_path: Path) -> None:
     secret = tmp_path / "otobo-password"
     secret.write_text(PASSWORD + "\n", encoding="utf-8")
@@ -803,20 +845,63 @@ def test_concurrency_is_bounded(otobo: OtoboStandin, make_adapter: Factory) -> N
 # --------------------------------------------------------------------------- lists and resolved tickets
 
 
-def test_queue_and_priority_lists(otobo: OtoboStandin, make_adapter: Factory) -> None:
+def test_queue_and_priority_lists(otobo: OtoboStandin, make_adapter: Factory, caplog: pytest.LogCaptureFixture) -> None:
     otobo.add_ticket("a", "b", queue="Support::Hardware", state="closed successful")
     otobo.add_ticket("c", "d", queue="Misc")
+    otobo.add_ticket("e", "f", queue="Raw")
+    otobo.advance(10)
+    for i in range(3):
+        otobo.add_ticket(f"recent {i}", "g", queue="Junk")
 
     async def go() -> None:
         configured = make_adapter(queues=["Raw", "Misc", "Support::Hardware"])
         assert await configured.list_queues() == ["Raw", "Misc", "Support::Hardware"]
         assert await configured.list_priorities() == list(DEFAULT_PRIORITIES)
-        discovered = make_adapter()
-        assert await discovered.list_queues() == ["Misc", "Raw", "Support::Hardware"]
-        await configured.aclose()
-        await discovered.aclose()
+        discovered = make_adapter(source_queues=["Raw", "Postmaster"])
+        assert await discovered.list_queues() == ["Junk", "Misc", "Raw", "Support::Hardware"]
+        # with a small discovery window, a source queue still counts once it holds a ticket;
+        # an empty queue (Postmaster here) cannot be told from a missing one
+        narrow = make_adapter(source_queues=["Raw", "Postmaster"], queue_discovery_limit=3)
+        assert await narrow.list_queues() == ["Junk", "Raw"]
+        for adapter in (configured, discovered, narrow):
+            await adapter.aclose()
 
     run(go())
+    assert "connection.queues is not set" in caplog.text
+
+
+def test_check_config_online_uses_the_lists(otobo: OtoboStandin, tmp_path: Path) -> None:
+    from connector.config import parse_config
+    from connector.daemon_cli import online_problems
+
+    def cfg(queue_map: dict[str, str], priority_map: dict[str, str]) -> Any:
+        return parse_config(
+            {
+                "state_dir": str(tmp_path),
+                "systems": {
+                    "otobo": {
+                        "type": "otobo",
+                        "connection": {
+                            "base_url": otobo.base_url,
+                            "user_login": "connector",
+                            "password": PASSWORD,
+                            "queues": list(otobo.queues),
+                        },
+                        "source": {"queues": ["Raw"]},
+                        "routing": {"queue": {"map": queue_map}, "priority": {"map": priority_map}},
+                    }
+                },
+            }
+        )
+
+    good = cfg({"it": "Support::Hardware", "hr": "Misc"}, {"low": "2 low", "high": "4 high"})
+    assert run(online_problems(good)) == []
+    bad = cfg({"it": "Support::Hardwar"}, {"high": "4 urgent"})
+    problems = [str(p) for p in run(online_problems(bad))]
+    assert any("'Support::Hardwar' does not exist" in p for p in problems)
+    assert any("'4 urgent' does not exist" in p for p in problems)
+    otobo.users["connector"] = "changed"
+    assert "AuthenticationError" in str(run(online_problems(good)))
 
 
 def test_resolved_tickets_with_change_time_bound_and_cursor(otobo: OtoboStandin, make_adapter: Factory) -> None:
