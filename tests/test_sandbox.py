@@ -292,3 +292,20 @@ def test_cli_serves_seeds_once_and_requires_token(tmp_path: Path) -> None:
             out, _ = proc.communicate(timeout=10)
         assert ("seeded 2 tickets" in out) == (run == 1), out
         assert "tok-9f3k" not in out  # the token is never printed
+
+
+def test_sample_tickets_fit_the_default_queues_and_priorities() -> None:
+    from connector.sandbox.db import sample_tickets_path
+
+    path = sample_tickets_path()
+    if not path.exists():
+        pytest.skip(f"no sample data at {path}")
+    tickets = read_seed_csv(path)
+    assert len(tickets) >= 100
+    assert {t.queue for t in tickets} <= set(DEFAULT_QUEUES) - {"Inbox", "Triage"}
+    assert {t.priority for t in tickets} <= set(DEFAULT_PRIORITIES)
+    db = SandboxDB(":memory:")
+    db.seed_csv(path, as_new=True)
+    assert db.queues() == list(DEFAULT_QUEUES)  # nothing had to be added
+    rows, total, _ = db.list_tickets(queues=["Inbox"], states=["new"], limit=1000)
+    assert total == len(tickets) == len(rows)

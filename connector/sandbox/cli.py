@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from connector.sandbox.db import SandboxDB
+from connector.sandbox.db import SandboxDB, sample_tickets_path
 
 TOKEN_ENV = "HELPDESK_SANDBOX_TOKEN"
 
@@ -23,6 +23,10 @@ def sandbox(
         Path | None,
         typer.Option(help="CSV of tickets to create when the DB is empty: subject,body[,queue,priority,state] or text."),
     ] = None,
+    sample: Annotated[
+        bool,
+        typer.Option(help="Seed the project's sample tickets (connector/sample_data) as new tickets in the Inbox."),
+    ] = False,
     seed_as_new: Annotated[
         bool,
         typer.Option(help="Put every seeded ticket in the Inbox as new (ignore the file's queue/priority/state)."),
@@ -45,6 +49,11 @@ def sandbox(
         except OSError as exc:
             typer.echo(f"error: cannot read --token-file {token_file}: {exc.strerror or exc}", err=True)
             raise typer.Exit(2) from None
+    if sample:
+        if seed is not None:
+            typer.echo("error: give either --seed or --sample", err=True)
+            raise typer.Exit(2)
+        seed, seed_as_new = sample_tickets_path(), True
     database = SandboxDB(db, reset=reset)
     if seed is not None:
         existing = database.count_tickets()

@@ -28,7 +28,7 @@ DEFAULT_QUEUES: tuple[str, ...] = (
     "Access",
     "Network",
     "HR",
-    "Purchase",
+    "Billing",
 )
 DEFAULT_PRIORITIES: tuple[str, ...] = ("low", "normal", "high")
 #: ticket states; ``resolved`` and ``closed`` count as resolved
@@ -453,6 +453,11 @@ def _after(previous: str) -> datetime:
     if now <= before:
         now = before + timedelta(microseconds=1)
     return now
+
+
+def sample_tickets_path() -> Path:
+    """The project's sample tickets (``connector/sample_data/tickets.csv``): subject, body, queue, priority."""
+    return Path(__file__).resolve().parent.parent / "sample_data" / "tickets.csv"
 
 
 def _subject_from_text(text: str, words: int = 8) -> str:
