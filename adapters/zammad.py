@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 API = "/api/v1"
 #: Zammad's own ceilings: paginate_with(max: 200) on search, max: 100 on the plain index
 SEARCH_MAX_PER_PAGE = 200
+LIST_MAX_PER_PAGE = 100
 CURSOR_VERSION = 1
 
 
@@ -92,6 +93,9 @@ class ZammadSettings(AdapterSettings):
     #: HTTP basic instead of a token (discouraged by Zammad; may be disabled there)
     username: str | None = None
     password: SecretStr | None = None
+    #: how new tickets are found: "search" (Elasticsearch, the default) or "list" (the plain paged
+    #: ticket list, read in id order and filtered here - for a Zammad without Elasticsearch)
+    listing: Literal["search", "list"] = "search"
     #: the whole Zammad search query for new tickets; default: built from source queues (groups) and states
     query: str | None = None
     #: states that count as resolved, for the training export
@@ -524,7 +528,52 @@ class ZammadAdapter(Adapter):
             else:
                 scan_from, page_no = page_max, 1
 
+    async def _list_pages(self, cursor: str | None, page_size: int) -> AsyncIterator[TicketPage]:
+        """New tickets from ``GET /api/v1/tickets?expand=true`` (id order, offset pages), filtered here.
+
+        The cursor is the highest id read and its page.  The list has no "after id" filter, so a
+        listing restarts one page before that page and skips the ids it has passed.  After a page
+        that handed out tickets the same page is read again: routed tickets may leave the list
+        (a group the agent cannot read) and shift the later ones back.
+        """
+        last_id, last_page = 0, 1
+        if cursor:
+            try:
+                data = json.loads(cursor)
+                last_id, last_page = int(data["list"]["last_id"]), int(data["list"]["page"])
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("%s: ignoring an unreadable Zammad cursor (%s); listing from the start", self.name, exc)
+        per_page = max(1, min(page_size, LIST_MAX_PER_PAGE))
+        page_no = max(1, last_page - 1)
+        last_cursor = cursor
+        while True:
+            rows, _ = await self._get("/tickets", {"expand": "true", "page": page_no, "per_page": per_page})
+            if not isinstance(rows, list):
+                raise ProtocolError(f"ticket list answered {type(rows).__name__}, not a list", system=self.name)
+            fresh = []
+            for row in rows:
+                if not isinstance(row, Mapping) or "id" not in row:
+                    raise ProtocolError("ticket list entry without an id", system=self.name)
+                if int(row["id"]) > last_id:
+                    fresh.append(row)
+            listed = [row for row in fresh if self.is_candidate(self._to_ticket(row))]
+            tickets = [t for t in await asyncio.gather(*(self._with_body(row) for row in listed)) if t]
+            if fresh:
+                last_id, last_page = max(int(row["id"]) for row in fresh), page_no
+            next_cursor = json.dumps({"v": CURSOR_VERSION, "list": {"last_id": last_id, "page": last_page}},
+                                     separators=(",", ":"))
+            done = len(rows) < per_page
+            if tickets or (done and next_cursor != last_cursor):
+                yield TicketPage(tickets, next_cursor)
+                last_cursor = next_cursor
+            if done:
+                return
+            if not tickets:
+                page_no += 1
+
     def list_new_tickets(self, cursor: str | None, page_size: int) -> AsyncIterator[TicketPage]:
+        if self.cfg.listing == "list":
+            return self._list_pages(cursor, page_size)
         return self._keyset_pages(self.new_query, "created_at", cursor, page_size, candidates_only=True)
 
     def list_resolved_tickets(

@@ -546,3 +546,44 @@ def test_documented_config_example_is_valid() -> None:
     assert adapter.new_query == 'state.name:"new" AND group.name:"Incoming"'
     assert adapter.resolved_query == 'state.name:"closed"'
     run(adapter.aclose())
+
+
+# --------------------------------------------------------------------------- listing: list (no Elasticsearch)
+
+
+def test_list_mode_pages_filters_and_resumes(server: RunningStandin, standin: ZammadStandin) -> None:
+    wanted = []
+    for i in range(11):
+        wanted.append(standin.create_ticket(f"T{i}", "x"))
+        standin.create_ticket(f"Closed {i}", "x", state="closed")
+    pages = run(collect(make(server.url, listing="list"), page_size=4))
+    assert [int(i) for i in ids(pages)] == wanted
+    assert not any(r.path == "/api/v1/tickets/search" for r in standin.requests)
+    assert all(r.query.get("expand") == "true" for r in standin.requests if r.path == "/api/v1/tickets")
+    cursor = last_cursor(pages)
+    assert ids(run(collect(make(server.url, listing="list"), cursor, page_size=4))) == []
+    newer = standin.create_ticket("Newer", "x")
+    standin.requests.clear()
+    assert ids(run(collect(make(server.url, listing="list"), cursor, page_size=4))) == [str(newer)]
+    first_page = min(int(r.query["page"]) for r in standin.requests if r.path == "/api/v1/tickets")
+    assert first_page >= 4  # resumed near the end, not from page 1 of the whole history
+
+
+def test_list_mode_routed_tickets_leaving_the_list_shift_nothing_out(server: RunningStandin,
+                                                                     standin: ZammadStandin) -> None:
+    standin.agent.group_ids.discard(standin.group_id("Sales"))  # routed tickets become invisible
+    created = [standin.create_ticket(f"T{i}", "x") for i in range(10)]
+
+    async def route_each_page() -> list[str]:
+        adapter = make(server.url, listing="list")
+        seen: list[str] = []
+        try:
+            async for page in adapter.list_new_tickets(None, 4):
+                for t in page.tickets:
+                    seen.append(t.id)
+                    await adapter.update_ticket(t.id, TicketChange(queue="Sales"))
+        finally:
+            await adapter.aclose()
+        return seen
+
+    assert [int(i) for i in run(route_each_page())] == created
