@@ -134,6 +134,25 @@ def test_shipped_web_service_definition_matches_the_adapter(tmp_path: Path) -> N
         assert served.tickets[1].queue == "Misc"
 
 
+def test_documented_config_section_is_valid() -> None:
+    import yaml
+
+    from connector.config import parse_config
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "otobo_znuny.config.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    connection = data["systems"]["otobo"]["connection"]
+    connection["password"] = "x"  # the documented password_file does not exist here
+    del connection["password_file"]
+    config = parse_config(data)
+    settings = config.adapter_settings("otobo")
+    assert isinstance(settings, OtoboZnunySettings)
+    assert settings.base_url.endswith("/Webservice/HelpdeskConnector")
+    targets = config.systems["otobo"].routing.queue.system_values()  # type: ignore[union-attr]
+    assert targets <= set(settings.queues or [])  # the example's map only names queues it lists
+    assert config.systems["otobo"].routing.priority.system_values() <= set(settings.priorities)  # type: ignore[union-attr]
+
+
 def test_password_file_and_secret_not_in_repr(tmp_path: Path) -> None:
     secret = tmp_path / "otobo-password"
     secret.write_text(PASSWORD + "\n", encoding="utf-8")
