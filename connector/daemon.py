@@ -244,7 +244,8 @@ class Daemon:
     async def shutdown(self) -> None:
         """Stop scheduling, let polls in flight finish within the timeout, cancel the rest, close."""
         self.stop_event.set()
-        self.scheduler.shutdown()
+        # pause, do not shut down yet: APScheduler's shutdown cancels the coroutine jobs still running
+        self.scheduler.pause()
         running = {t for t in self._running if not t.done()}
         if running:
             done, pending = await asyncio.wait(running, timeout=self.config.daemon.shutdown_timeout)
@@ -254,6 +255,7 @@ class Daemon:
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
+        self.scheduler.shutdown()
         for task in self._tasks:
             task.cancel()
         if self._tasks:

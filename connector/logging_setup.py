@@ -35,7 +35,8 @@ _SECRET_NAMES = re.compile(r"(?i)(password|passwd|secret|token|api[_-]?key|crede
 _QUIET_LOGGERS = {
     "httpx": logging.WARNING,
     "httpcore": logging.WARNING,
-    "apscheduler": logging.WARNING,
+    # "skipped: maximum number of running instances reached" is expected when a poll outlasts its interval
+    "apscheduler": logging.ERROR,
     "transformers": logging.ERROR,
     "urllib3": logging.WARNING,
     "alembic": logging.WARNING,

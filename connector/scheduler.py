@@ -78,7 +78,7 @@ class SystemHealth:
         delay = self.backoff(result.retry_after)
         if not self.failing:
             log.error(
-                "%s: poll failed (%s): %s; retrying with backoff, next try in %.0f s",
+                "%s: poll failed (%s): %s; retrying with backoff, next try in %.1f s",
                 self.system, error_kind(result.error), message, delay,
             )
         elif message != self.last_error:
@@ -139,6 +139,11 @@ class Scheduler:
 
     def start(self) -> None:
         self.scheduler.start()
+
+    def pause(self) -> None:
+        """Start no more jobs (running ones go on)."""
+        if self.scheduler.running:
+            self.scheduler.pause()
 
     def shutdown(self) -> None:
         if self.scheduler.running:
