@@ -1,9 +1,62 @@
-"""Commands of this area (filled in by its owner)."""
+"""``helpdesk-connector serve``: the REST API on its own (see ``run`` with ``api.enabled`` for daemon + API)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+log = logging.getLogger(__name__)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the CLI."""
+
+    @app.command("serve")
+    def serve(
+        config_file: Annotated[
+            Path | None,
+            typer.Option("--config", "-c", help="The configuration file (default: $HELPDESK_CONNECTOR_CONFIG or ./config.yaml)"),
+        ] = None,
+        host: Annotated[str | None, typer.Option(help="Listen address (default: api.host, 127.0.0.1)")] = None,
+        port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default: api.port, 8080)")] = None,
+        no_micro_batching: Annotated[
+            bool, typer.Option("--no-micro-batching", help="Classify each request on its own (for comparisons)")
+        ] = False,
+    ) -> None:
+        """Serve the REST API: classify, upload training data, train, manage models, health and metrics."""
+        from connector.api.auth import InsecureBindError
+        from connector.api.server import build_server
+        from connector.config import CONFIG_ENV, ConfigError, load_config
+        from connector.logging_setup import configure_from_config
+        from connector.store.db import Store, redact_url
+
+        path = config_file or Path(os.environ.get(CONFIG_ENV, "config.yaml"))
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+        configure_from_config(config)
+        try:
+            log.info("state store %s", redact_url(config.store_url))
+            store = Store(config.store_url)
+            server = build_server(
+                config,
+                store,
+                host=host,
+                port=port,
+                embedded=False,
+                micro_batching=False if no_micro_batching else None,
+            )
+        except InsecureBindError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        try:
+            asyncio.run(server.serve())
+        finally:
+            store.dispose()

@@ -1,0 +1,152 @@
+"""The FastAPI application: ``create_app(config, store, holder)``.
+
+The app needs the configuration, the store and a
+:class:`~connector.model.classifier.ClassifierHolder`.  Standalone
+(``helpdesk-connector serve``) it loads the active models itself and checks
+the registry for newly activated ones; inside the daemon (``run`` with
+``api.enabled``) the daemon passes its own holder and reloader, so both serve
+the same model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from connector.api.auth import TokenVerifier
+from connector.api.batching import MicroBatcher
+from connector.api.errors import install_error_handlers
+from connector.api.jobs import TrainingJobRunner
+from connector.api.metrics import observe_forward_pass, publish_active_models
+from connector.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from connector.config import AppConfig
+from connector.model.classifier import ClassifierHolder, ModelLoadError
+from connector.model.serving import ModelReloader
+from connector.store.db import Store
+
+log = logging.getLogger(__name__)
+
+
+def _product_version() -> str:
+    try:
+        return importlib.metadata.version("helpdesk-connector")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+API_PREFIX = "/api/v1"
+
+
+@dataclass
+class ApiContext:
+    """Everything a request handler needs, kept on ``app.state.ctx``."""
+
+    config: AppConfig
+    store: Store
+    holder: ClassifierHolder
+    reloader: ModelReloader
+    batcher: MicroBatcher
+    jobs: TrainingJobRunner
+
+    async def reload_models(self) -> bool:
+        """Swap in newly activated models now (in a thread: loading takes a while)."""
+        swapped = await asyncio.to_thread(self.reloader.check)
+        if swapped:
+            publish_active_models(self.holder)
+        return swapped
+
+
+def create_app(
+    config: AppConfig,
+    store: Store,
+    holder: ClassifierHolder | None = None,
+    *,
+    reloader: ModelReloader | None = None,
+    micro_batching: bool | None = None,
+    load_models: bool | None = None,
+    reload_interval: float | None = 30.0,
+) -> FastAPI:
+    """Build the API application.
+
+    ``holder``/``reloader``: pass the daemon's to share its models; by default
+    the app makes its own, loads the active models at start (``load_models``,
+    default: when it made its own holder) and re-checks the registry every
+    ``reload_interval`` seconds (None: never; the daemon's reloader already does).
+    ``micro_batching`` overrides whether classify requests share forward passes
+    (default on, with ``api.micro_batch_wait_ms``).
+    """
+    own_holder = holder is None
+    holder = holder if holder is not None else ClassifierHolder()
+    reloader = reloader if reloader is not None else ModelReloader(config, store, holder)
+    if load_models is None:
+        load_models = own_holder
+    settings = config.api
+    batcher = MicroBatcher(
+        holder,
+        enabled=True if micro_batching is None else micro_batching,
+        wait_ms=settings.micro_batch_wait_ms,
+        max_texts=settings.micro_batch_max,
+        observer=observe_forward_pass,
+    )
+    jobs = TrainingJobRunner(config, store, on_finished=None)
+    ctx = ApiContext(config, store, holder, reloader, batcher, jobs)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if load_models and not holder.loaded:
+            try:
+                await asyncio.to_thread(reloader.load_initial)
+            except ModelLoadError as exc:
+                log.warning("API starts without a model (classify answers 503 until one is active): %s", exc)
+        publish_active_models(holder)
+        await batcher.start()
+        jobs.on_finished = ctx.reload_models
+        jobs.recover_stale()
+        watcher = asyncio.create_task(_watch_models(ctx, reload_interval)) if reload_interval else None
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await batcher.stop()
+            await jobs.shutdown()
+
+    app = FastAPI(
+        title="helpdesk-connector API",
+        version=_product_version(),
+        description=(
+            "Classify helpdesk tickets with the local model, upload training data, train and manage model "
+            "versions. The classic calls (train-data, train, classify) keep the request and answer shapes of "
+            "the ATC on-premise API."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.verifier = TokenVerifier(settings.tokens)
+    install_error_handlers(app)
+
+    from connector.api import routes_admin, routes_classify, routes_health
+
+    app.include_router(routes_health.router)
+    app.include_router(routes_classify.router, prefix=API_PREFIX)
+    app.include_router(routes_admin.router, prefix=API_PREFIX)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
+    return app
+
+
+async def _watch_models(ctx: ApiContext, interval: float) -> None:
+    """Pick up models activated elsewhere (CLI, learning loop) without a restart."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await ctx.reload_models()
+        except Exception:
+            log.exception("model check failed")

@@ -1,0 +1,124 @@
+"""Bearer-token authentication with two scopes: ``classify`` and ``admin``.
+
+Tokens come from ``api.tokens`` in the configuration.  Every configured token
+is compared with :func:`hmac.compare_digest` (constant time, and all tokens are
+compared so the position of a match leaks nothing).  An ``admin`` token may
+also classify.  Without any configured token the API is open, and
+:func:`check_bind_address` makes sure it then listens on loopback only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from fastapi import Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from connector.api.errors import ApiError
+from connector.api.settings import ApiToken
+
+log = logging.getLogger(__name__)
+
+Scope = Literal["classify", "admin"]
+
+#: what each scope lets a token do (admin includes classify)
+_IMPLIED: dict[str, frozenset[str]] = {
+    "classify": frozenset({"classify"}),
+    "admin": frozenset({"classify", "admin"}),
+}
+
+
+class InsecureBindError(Exception):
+    """The API would listen beyond loopback without any token configured."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who made a request: a configured token's name (``anonymous`` without tokens)."""
+
+    name: str
+    scopes: frozenset[str]
+
+
+def _digest(value: str) -> bytes:
+    # hashing first makes every comparison the same length, whatever the token lengths
+    return hashlib.sha256(value.encode("utf-8")).digest()
+
+
+class TokenVerifier:
+    """Maps a presented bearer token to the principal it belongs to."""
+
+    def __init__(self, tokens: Sequence[ApiToken]) -> None:
+        self._tokens = [
+            (_digest(t.token.get_secret_value()), Principal(t.name, frozenset().union(*(_IMPLIED[s] for s in t.scopes))))
+            for t in tokens
+        ]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._tokens)
+
+    def verify(self, presented: str) -> Principal | None:
+        candidate = _digest(presented)
+        found: Principal | None = None
+        for digest, principal in self._tokens:
+            if hmac.compare_digest(candidate, digest) and found is None:
+                found = principal
+        return found
+
+
+_bearer = HTTPBearer(auto_error=False, description="A token from api.tokens in the configuration")
+
+ANONYMOUS = Principal("anonymous", frozenset({"classify", "admin"}))
+
+
+def require(scope: Scope) -> Callable[..., Principal]:
+    """A FastAPI dependency: the request must carry a token with ``scope``."""
+
+    async def dependency(request: Request) -> Principal:
+        verifier: TokenVerifier = request.app.state.verifier
+        if not verifier.enabled:
+            return ANONYMOUS
+        credentials: HTTPAuthorizationCredentials | None = await _bearer(request)
+        if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+            raise ApiError(401, "unauthorized", "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        principal = verifier.verify(credentials.credentials)
+        if principal is None:
+            raise ApiError(401, "unauthorized", "the token is not valid", headers={"WWW-Authenticate": "Bearer"})
+        if scope not in principal.scopes:
+            raise ApiError(403, "forbidden", f"the token lacks the {scope!r} scope")
+        request.state.principal = principal
+        return principal
+
+    dependency.__name__ = f"require_{scope}"
+    return dependency
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_address(host: str, tokens: Sequence[ApiToken]) -> None:
+    """Refuse a non-loopback address without tokens; log how the API is protected."""
+    if tokens:
+        log.info("API authentication: %d bearer token(s) configured", len(tokens))
+        return
+    if not is_loopback(host):
+        raise InsecureBindError(
+            f"api.host is {host!r} but no api.tokens are configured: without tokens the API serves only on "
+            "loopback (127.0.0.1); configure tokens or bind to 127.0.0.1"
+        )
+    log.warning("API authentication: no api.tokens configured, serving without authentication on loopback %s only", host)

@@ -1,0 +1,87 @@
+"""Model management for the API, on top of the model lifecycle's :class:`ModelRegistry`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connector.api.schemas import ModelVersionOut
+from connector.config import AppConfig
+from connector.model.classifier import ModelLoadError
+from connector.model.registry import ModelInfo, ModelRegistry
+from connector.model.registry import RegistryError as _LifecycleRegistryError
+from connector.model.settings import TrainingSettings
+from connector.store.db import Store
+
+#: the API's names for the registry's activation policies
+ACTIVATION_POLICIES = {"if_better": "auto", "always": "always", "never": "never"}
+
+
+class RegistryError(Exception):
+    """A model operation the API answers with ``status`` and ``code``."""
+
+    def __init__(self, message: str, *, status: int = 400, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def _version_out(info: ModelInfo) -> ModelVersionOut:
+    return ModelVersionOut(
+        field=info.field,
+        version=info.version,
+        active=info.active,
+        created_at=info.created_at,
+        activated_at=info.activated_at,
+        base_model=info.base_model,
+        metrics=info.as_dict()["metrics"],
+    )
+
+
+class ModelOps:
+    def __init__(self, config: AppConfig, store: Store) -> None:
+        self.registry = ModelRegistry(
+            store, config.models_dir, device=config.model.device, max_length=config.model.max_length
+        )
+
+    def list(self, field: str | None = None) -> list[ModelVersionOut]:
+        return [_version_out(info) for info in self.registry.list(field)]
+
+    def activate(self, version: str, field: str | None) -> dict[str, str]:
+        known = [i for i in self.registry.list(field) if i.version == version]
+        if not known:
+            where = f" for field {field!r}" if field else ""
+            raise RegistryError(f"no model version {version!r}{where}", status=404, code="not_found")
+        try:
+            infos = self.registry.activate(version, field=field, reason="activated through the API")
+        except _LifecycleRegistryError as exc:
+            raise RegistryError(str(exc)) from None
+        except ModelLoadError as exc:
+            raise RegistryError(f"the model cannot be loaded: {exc}", code="unusable_model") from None
+        return {info.field: info.version for info in infos}
+
+    def rollback(self, fields: list[str] | None) -> dict[str, str]:
+        changed: dict[str, str] = {}
+        try:
+            for field in fields or [None]:  # type: ignore[list-item]
+                for info in self.registry.rollback(field, reason="rollback through the API"):
+                    changed[info.field] = info.version
+        except _LifecycleRegistryError as exc:
+            raise RegistryError(str(exc), status=409, code="conflict") from None
+        except ModelLoadError as exc:
+            raise RegistryError(f"the earlier model cannot be loaded: {exc}", code="unusable_model") from None
+        return changed
+
+
+def register_and_activate(
+    store: Store, run: Any, *, mode: str, training: TrainingSettings, models_dir: str, device: str = "cpu"
+) -> dict[str, Any]:
+    """Register a finished :class:`~connector.model.train.TrainingRun`; what the activation policy decided."""
+    registry = ModelRegistry(store, models_dir, device=device)
+    decisions = registry.add_run(
+        run,
+        activate=ACTIVATION_POLICIES.get(mode, "auto"),  # type: ignore[arg-type]
+        epsilon=training.promote_epsilon,
+        min_gain=training.promote_min_gain,
+        keep=training.keep_versions,
+    )
+    return {d.field: d.as_dict() for d in decisions}
