@@ -393,6 +393,13 @@ class ZammadAdapter(Adapter):
         except ValueError:
             raise NotFoundError(f"{ticket_id!r} is not a Zammad ticket id", system=self.name) from None
 
+    def _row_id(self, row: Any) -> int:
+        """The numeric id of a listed ticket (Zammad sends numbers; digits as text are accepted)."""
+        try:
+            return int(str(row["id"]))
+        except (TypeError, KeyError, ValueError):
+            raise ProtocolError(f"a listed ticket has no numeric id: {str(row)[:80]}", system=self.name) from None
+
     def _to_ticket(self, raw: Any, body: str | None = None, body_is_html: bool = False) -> Ticket:
         if not isinstance(raw, Mapping) or "id" not in raw:
             raise ProtocolError(f"expected a ticket object, got {type(raw).__name__}", system=self.name)
@@ -431,7 +438,7 @@ class ZammadAdapter(Adapter):
 
     async def _with_body(self, raw: Mapping[str, Any]) -> Ticket | None:
         try:
-            body, is_html = await self._body(int(raw["id"]))
+            body, is_html = await self._body(self._row_id(raw))
         except NotFoundError:
             return None  # deleted (or moved out of our groups) between search and read
         return self._to_ticket(raw, body, is_html)
@@ -490,13 +497,12 @@ class ZammadAdapter(Adapter):
             keys: list[datetime] = []
             fresh: list[tuple[Mapping[str, Any], datetime]] = []
             for row in rows:
-                if not isinstance(row, Mapping) or "id" not in row:
-                    raise ProtocolError("ticket search hit without an id", system=self.name)
+                row_id = self._row_id(row)
                 stamp = parse_time(row.get(key))
                 if stamp is None:
-                    raise ProtocolError(f"ticket {row['id']} has no {key}", system=self.name)
+                    raise ProtocolError(f"ticket {row_id} has no {key}", system=self.name)
                 keys.append(stamp)
-                if int(row["id"]) in handed_out or (lower is not None and stamp < lower):
+                if row_id in handed_out or (lower is not None and stamp < lower):
                     continue
                 fresh.append((row, stamp))
             if keys:
@@ -509,7 +515,7 @@ class ZammadAdapter(Adapter):
             got = {t.id for t in tickets}
             for _, row, stamp in listed:
                 if str(row["id"]) in got:
-                    handed_out[int(row["id"])] = stamp
+                    handed_out[self._row_id(row)] = stamp
             done = len(rows) < per_page
             # the kept cursor: never past the index-lag horizon; after a complete scan, up to it
             if done:
@@ -552,14 +558,12 @@ class ZammadAdapter(Adapter):
                 raise ProtocolError(f"ticket list answered {type(rows).__name__}, not a list", system=self.name)
             fresh = []
             for row in rows:
-                if not isinstance(row, Mapping) or "id" not in row:
-                    raise ProtocolError("ticket list entry without an id", system=self.name)
-                if int(row["id"]) > last_id:
+                if self._row_id(row) > last_id:
                     fresh.append(row)
             listed = [row for row in fresh if self.is_candidate(self._to_ticket(row))]
             tickets = [t for t in await asyncio.gather(*(self._with_body(row) for row in listed)) if t]
             if fresh:
-                last_id, last_page = max(int(row["id"]) for row in fresh), page_no
+                last_id, last_page = max(self._row_id(row) for row in fresh), page_no
             next_cursor = json.dumps({"v": CURSOR_VERSION, "list": {"last_id": last_id, "page": last_page}},
                                      separators=(",", ":"))
             done = len(rows) < per_page

@@ -173,6 +173,13 @@ def test_bad_token_is_an_authentication_error_without_retry_or_leak(
     assert all("wrong-secret-123" not in r.getMessage() for r in caplog.records)
 
 
+def test_expired_token(server: RunningStandin, standin: ZammadStandin) -> None:
+    standin.expired_tokens.add(TOKEN)
+    with pytest.raises(AuthenticationError, match="token expired"):
+        run(make(server.url).list_priorities())
+    assert len(standin.requests) == 1
+
+
 def test_bad_basic_credentials(server: RunningStandin) -> None:
     with pytest.raises(AuthenticationError, match="Invalid BasicAuth credentials"):
         run(make(server.url, username="router@example.com", password="nope").check_connection())

@@ -381,6 +381,8 @@ class ZammadStandin:
         ]
         self.users: dict[int, ApiUser] = {}
         self.tokens: dict[str, int] = {}
+        #: access tokens past their expiry date (401 "Not authorized (token expired)!")
+        self.expired_tokens: set[str] = set()
         self.oauth_tokens: dict[str, int] = {}
         self._user_ids = itertools.count(1)
         self.admin = self.add_user("admin@example.com", "adminpw", {"admin", "admin.group", "ticket.agent"},
@@ -663,6 +665,9 @@ class ZammadStandin:
                 m = re.fullmatch(r'token="?([^",\s]+)"?.*', token)
                 token = m.group(1) if m else ""
             user_id = self.tokens.get(token)
+            if user_id is not None and token in self.expired_tokens:
+                raise _Reject(error(401, "Not authorized (token expired)!",
+                                    {"X-Failure": "Not authorized (token expired)!"}))
             if user_id is None and scheme_l == "bearer":
                 user_id = self.oauth_tokens.get(token)
                 if user_id is None:
