@@ -75,10 +75,9 @@ class _RedactCredentials(logging.Filter):
     """httpx logs request URLs at INFO; GET requests carry SessionID (or Password) in the query."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
+        if isinstance(record.args, tuple) and record.args:
             record.args = tuple(
-                _SECRET_QUERY.sub(r"\1***", str(a)) if isinstance(a, (str, httpx.URL)) else a
-                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
+                _SECRET_QUERY.sub(r"\1***", str(a)) if isinstance(a, (str, httpx.URL)) else a for a in record.args
             )
         if isinstance(record.msg, str) and ("SessionID=" in record.msg or "Password=" in record.msg):
             record.msg = _SECRET_QUERY.sub(r"\1***", record.msg)
@@ -246,15 +245,20 @@ class _Cursor:
 
     @classmethod
     def decode(cls, text: str | None) -> _Cursor:
+        """The stored cursor; an unreadable one restarts the listing (decided tickets are skipped anyway)."""
         if not text:
             return cls()
         try:
             data = json.loads(text)
             if isinstance(data, int):  # a bare ticket id
                 return cls(None, (data,))
-            return cls(data.get("time"), tuple(int(i) for i in data.get("ids", ())))
+            time = data.get("time")
+            if time is not None and not isinstance(time, str):
+                raise TypeError("time is not a string")
+            return cls(time, tuple(int(i) for i in data.get("ids", ())))
         except (ValueError, TypeError, AttributeError) as exc:
-            raise ProtocolError(f"unreadable cursor {text[:80]!r}: {exc}") from exc
+            log.warning("ignoring an unreadable cursor %r (%s); listing from the start", text[:80], exc)
+            return cls()
 
     def advanced(self, time: str | None, ticket_id: int) -> _Cursor:
         if time is None:
@@ -435,14 +439,15 @@ class OtoboZnunyAdapter(Adapter):
             value = value.replace(tzinfo=timezone.utc)
         return value.astimezone(self.tz).strftime(OTOBO_TIME_FORMAT)
 
-    def _to_ticket(self, raw: Mapping[str, Any]) -> Ticket:
+    def _to_ticket(self, raw: Mapping[str, Any], *, with_articles: bool = True) -> Ticket:
         articles = raw.get("Article") or []
         if isinstance(articles, dict):
             articles = [articles]
         first = next((a for a in articles if str(a.get("SenderType", "")).lower() == "customer"), None)
         if first is None and articles:
             first = articles[0]
-        body = None
+        # read with articles but none there: an empty body, not "unknown" (no second read)
+        body: str | None = "" if with_articles else None
         is_html = False
         if first is not None:
             body = str(first.get("Body") or "")
@@ -488,7 +493,7 @@ class OtoboZnunyAdapter(Adapter):
         raw = data.get("Ticket") or []
         if isinstance(raw, dict):
             raw = [raw]
-        return [self._to_ticket(t) for t in raw]
+        return [self._to_ticket(t, with_articles=articles) for t in raw]
 
     async def _get_many(self, ticket_ids: list[int], *, articles: bool = True) -> list[Ticket]:
         """Read tickets in batches (concurrently, bounded); skip tickets gone since the search."""

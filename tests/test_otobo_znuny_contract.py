@@ -488,6 +488,34 @@ def test_cursor_survives_a_restart(otobo: OtoboStandin, make_adapter: Factory) -
     assert run(third_run()) == []
 
 
+def test_unreadable_cursor_restarts_the_listing(otobo: OtoboStandin, make_adapter: Factory) -> None:
+    otobo.add_ticket("a", "b")
+
+    async def go() -> None:
+        adapter = make_adapter()
+        for junk in ("not json", '{"time": 5}', "[1, 2]"):
+            ids, cursor = await new_ids(adapter, junk)
+            assert ids == ["1"] and cursor is not None and cursor != junk
+        legacy, _ = await new_ids(adapter, "1")  # a bare id: the ticket handed out already
+        assert legacy == []
+        await adapter.aclose()
+
+    run(go())
+
+
+def test_ticket_without_articles_has_an_empty_body(otobo: OtoboStandin, make_adapter: Factory) -> None:
+    ticket_id = otobo.add_ticket("Only a title", "x")
+    otobo.tickets[ticket_id].articles.clear()
+
+    async def go() -> None:
+        adapter = make_adapter()
+        ticket = await adapter.get_ticket(str(ticket_id))
+        assert (ticket.subject, ticket.body) == ("Only a title", "")
+        await adapter.aclose()
+
+    run(go())
+
+
 def test_new_ticket_search_parameters(otobo: OtoboStandin, make_adapter: Factory) -> None:
     otobo.add_ticket("a", "b", queue="Support::Hardware")
 
