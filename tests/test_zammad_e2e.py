@@ -286,3 +286,46 @@ def test_check_config_online(server: RunningStandin, standin: ZammadStandin, tmp
     bad_token = run(online_problems(config(server.url, tmp_path, token="nope")))
     assert [p.key for p in bad_token] == [f"systems.{SYSTEM}.connection"]
     assert "Can't find User for Token" in bad_token[0].message and "nope" not in bad_token[0].message
+
+
+# --------------------------------------------------------------------------- listing: list, and the training export
+
+
+def test_apply_with_the_plain_ticket_list(server: RunningStandin, standin: ZammadStandin, store: Store,
+                                          tmp_path: Path) -> None:
+    ids = create(standin, 6)
+    standin.create_ticket("Done", "x", state="closed")
+    first, second = run(polls(config(server.url, tmp_path, listing="list"), store, 2))
+    assert first.ok and first.outcomes["applied"] == 6 and second.new == 0, first.error
+    assert all(len(standin.notes(t)) == 1 for t in ids)
+    assert not any(r.path == "/api/v1/tickets/search" for r in standin.requests)
+
+
+def test_training_export_reads_resolved_tickets(server: RunningStandin, standin: ZammadStandin, store: Store,
+                                                tmp_path: Path) -> None:
+    from connector.learning.export import Exporter
+
+    done = [
+        standin.create_ticket("Laptop", "<p>laptop <b>broken</b></p>", group="2nd Level", priority="3 high",
+                              state="closed", content_type="text/html"),
+        standin.create_ticket("Holiday", "holiday in May", group="Sales", state="closed"),
+    ]
+    standin.create_ticket("Open one", "x", group="Sales", state="open")
+    standin.refresh_index()
+    cfg = config(server.url, tmp_path)
+    stats = run(Exporter(cfg, store).export_system(SYSTEM))
+    assert stats.tickets == 2 and stats.new == 2, stats.as_dict()
+    from sqlalchemy import select
+
+    from connector.store.tables import TrainingExample
+
+    with store.session() as session:
+        rows = {r.ticket_id: (r.text, r.labels) for r in session.scalars(select(TrainingExample))}
+    text, labels = rows[str(done[0])]
+    assert labels == {"queue": "it", "priority": "high"}  # Zammad values mapped back to model labels
+    assert "laptop" in text and "broken" in text and "<b>" not in text  # HTML cleaned by ticket_text
+    assert rows[str(done[1])][1]["queue"] == "hr"
+    again = run(Exporter(cfg, store).export_system(SYSTEM))
+    assert again.new == 0
+    searches = [r for r in standin.requests if r.path == "/api/v1/tickets/search"]
+    assert searches[0].query["query"].startswith('state.name:"closed"') and len(done) == 2
