@@ -287,3 +287,42 @@ def test_missing_rights_stop_the_poll_until_granted(otobo: OtoboStandin, store: 
     (granted,) = run(polls(cfg, store))
     assert granted.ok and granted.outcomes["applied"] == 3, granted.error
     assert all(len(otobo.notes(t)) == 1 for t in ids)
+
+
+# --------------------------------------------------------------------------- learning loop
+
+
+def test_resolved_tickets_are_exported_with_final_labels_and_corrections(
+    otobo: OtoboStandin, store: Store, tmp_path: Path
+) -> None:
+    from sqlalchemy import select
+
+    from connector.learning.export import Exporter
+    from connector.store.tables import Correction, TrainingExample
+
+    ids = create(otobo, 3)  # Laptop (it), Holiday (hr), Invoice (finance)
+    otobo.add_ticket("Old closed", "resolved long ago", queue="Misc", state="closed successful")
+    cfg = config(otobo, tmp_path)
+    (routed,) = run(polls(cfg, store))
+    assert routed.outcomes["applied"] == 3, routed.error
+    otobo.advance(120)
+    otobo.human_update(ids[0], queue="Billing", state="closed successful")  # a person corrects the routing
+    otobo.human_update(ids[1], state="closed successful")
+    otobo.human_update(ids[2], state="open")  # still being worked on
+
+    stats = run(Exporter(cfg, store).export_system(SYSTEM))
+    assert stats.tickets == 3 and stats.corrections == 1  # the two closed routed tickets + the old one
+    with store.session() as session:
+        examples = {e.ticket_id: e for e in session.scalars(select(TrainingExample))}
+        corrections = list(session.scalars(select(Correction)))
+    assert examples[str(ids[0])].labels["queue"] == "finance"  # Billing, mapped back to the model label
+    assert examples[str(ids[1])].labels["queue"] == "hr"
+    assert str(ids[2]) not in examples
+    assert "laptop" in examples[str(ids[0])].text.lower()
+    (correction,) = corrections
+    assert (correction.ticket_id, correction.field, correction.final) == (str(ids[0]), "queue", "Billing")
+
+    otobo.advance(120)
+    otobo.human_update(ids[2], state="closed unsuccessful")
+    again = run(Exporter(cfg, store).export_system(SYSTEM))
+    assert again.new == 1 and again.corrections == 0
