@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from safetensors import SafetensorError
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class FieldModel:
             model = AutoModelForSequenceClassification.from_pretrained(
                 self.path, local_files_only=True, trust_remote_code=False, use_safetensors=True
             )
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
             raise ModelLoadError(f"cannot load model from {self.path}: {exc}") from exc
         id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
         if len(id2label) != model.config.num_labels:
