@@ -44,6 +44,7 @@ import email.utils
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -75,6 +76,7 @@ API = "/api/v1"
 #: Zammad's own ceilings: paginate_with(max: 200) on search, max: 100 on the plain index
 SEARCH_MAX_PER_PAGE = 200
 LIST_MAX_PER_PAGE = 100
+BODY_CACHE_SIZE = 4096
 CURSOR_VERSION = 1
 
 
@@ -346,6 +348,10 @@ class ZammadAdapter(Adapter):
             transport=transport,
         )
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
+        #: ticket id -> (body, is_html) of its first customer article, which does not change: the re-read
+        #: just before a write then costs one call instead of two
+        self._bodies: OrderedDict[int, tuple[str, bool]] = OrderedDict()
+        self.body_cache_size = BODY_CACHE_SIZE
         self.new_query = settings.query or build_query(source_queues, source_states)
         self.resolved_query = settings.resolved_query or build_query([], settings.resolved_states)
 
@@ -424,6 +430,10 @@ class ZammadAdapter(Adapter):
 
     async def _body(self, ticket_id: int) -> tuple[str, bool]:
         """The first customer message (text, is_html)."""
+        cached = self._bodies.get(ticket_id)
+        if cached is not None:
+            self._bodies.move_to_end(ticket_id)
+            return cached
         articles, _ = await self._get(f"/ticket_articles/by_ticket/{ticket_id}")
         if not isinstance(articles, list):
             raise ProtocolError(f"articles of ticket {ticket_id}: expected a list", system=self.name)
@@ -434,7 +444,12 @@ class ZammadAdapter(Adapter):
         if chosen is None:
             return "", False
         is_html = str(chosen.get("content_type") or "").lower().startswith("text/html")
-        return str(chosen.get("body") or ""), is_html
+        result = str(chosen.get("body") or ""), is_html
+        if str(chosen.get("sender") or "").lower() == "customer" and self.body_cache_size > 0:
+            self._bodies[ticket_id] = result
+            while len(self._bodies) > self.body_cache_size:
+                self._bodies.popitem(last=False)
+        return result
 
     async def _with_body(self, raw: Mapping[str, Any]) -> Ticket | None:
         try:

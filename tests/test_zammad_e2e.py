@@ -128,6 +128,10 @@ def test_apply_routes_every_ticket_once(server: RunningStandin, standin: ZammadS
         assert len(notes) == 1 and "helpdesk-connector (apply)" in notes[0]["body"]
     assert second.ok and second.new == 0
     assert len(writes(standin)) == 10  # one atomic PUT (fields + note) per ticket, nothing on the second poll
+    # per ticket: its articles once (listing), one re-read of the ticket before writing, one PUT
+    paths = [r.path for r in standin.requests]
+    assert sum(p.startswith("/api/v1/ticket_articles/by_ticket/") for p in paths) == 10
+    assert sum(p.startswith("/api/v1/tickets/") and p != "/api/v1/tickets/search" for p in paths) == 20
     assert statuses(store) == {"applied": 10}
     assert DecisionStore(store, "x").get_cursor(SYSTEM) is not None
 
