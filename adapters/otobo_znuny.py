@@ -397,7 +397,7 @@ class OtoboZnunyAdapter(Adapter):
             return data
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _raise_for_error(self, data: Any, operation: str, *, value_hint: str = "") -> None:
+    def _raise_for_error(self, data: Any, operation: str) -> None:
         if not isinstance(data, dict) or "Error" not in data:
             return
         error = data["Error"] if isinstance(data["Error"], dict) else {"ErrorMessage": str(data["Error"])}
@@ -410,8 +410,10 @@ class OtoboZnunyAdapter(Adapter):
                 system=self.name,
             )
         if code.endswith(".AccessDenied"):
-            if operation == "TicketGet":
+            if "permissions to" not in text:
+                # "User does not have access to the ticket!": gone, or moved where the agent cannot read
                 raise NotFoundError(f"{message} (the ticket does not exist or the agent lacks 'ro' on its queue)", system=self.name)
+            # "Does not have permissions to update queue!" etc.: a right is missing on the ticket's queue
             raise AuthenticationError(
                 f"{message} (the daemon's agent needs 'rw' on the source queues - TicketUpdate checks 'note', "
                 "'move' and 'priority' on the ticket's queue - and 'ro' + 'move_into' on the target queues)",
@@ -420,7 +422,7 @@ class OtoboZnunyAdapter(Adapter):
         if code in ("TicketGet.NotValidTicketID", "TicketGet.NotTicketData"):
             raise NotFoundError(message, system=self.name)
         if code.endswith(".InvalidParameter") and re.search(r"Queue|Priority", text):
-            raise UnknownValueError(f"{message}{value_hint}", system=self.name)
+            raise UnknownValueError(message, system=self.name)
         raise PermanentError(message, system=self.name)
 
     # ------------------------------------------------------------------ conversion

@@ -562,6 +562,8 @@ def test_get_missing_ticket_is_not_found(make_adapter: Factory) -> None:
         adapter = make_adapter()
         with pytest.raises(NotFoundError, match="TicketGet.AccessDenied"):
             await adapter.get_ticket("404")
+        with pytest.raises(NotFoundError, match="TicketUpdate.AccessDenied"):
+            await adapter.update_ticket("404", TicketChange(note="n"))
         await adapter.aclose()
 
     run(go())
