@@ -9,6 +9,7 @@ a timeout), a mapping to a queue the helpdesk does not have, and shutdown.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import time
@@ -293,3 +294,59 @@ def test_shutdown_timeout_abandons_the_batch_and_the_restart_reconciles(tmp_path
         assert decisions(config).counts()["sandbox"] == {"applied": 3}
         assert all(len(sandbox.db.list_notes(i)) <= 1 for i in ids)
         assert all(sandbox.db.get_ticket(i).queue == "Hardware" for i in ids)
+
+
+# --------------------------------------------------------------------------- the real process
+
+
+def test_daemon_process_routes_then_exits_0_on_sigterm(tmp_path: Path, model_dirs) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    with running_sandbox(None, token=TOKEN) as sandbox:
+        ids = seed(sandbox, 5)
+        secret = tmp_path / "token"
+        secret.write_text(TOKEN)
+        config = {
+            "state_dir": str(tmp_path / "state"),
+            "logging": {"format": "json"},
+            "model": {"device": "cpu", "paths": {k: str(v) for k, v in model_dirs.items()}},
+            "systems": {
+                "sandbox": {
+                    "type": "generic_rest",
+                    "connection": {"base_url": sandbox.api, "auth": {"type": "bearer", "token_file": str(secret)}},
+                    "source": {"queues": ["Inbox"]},
+                    "poll_interval": 0.5,
+                    "routing": {"queue": {"map": {"*": "{label}"}, "threshold": 0.0}},
+                }
+            },
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "connector", "run", "--config", str(path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and proc.poll() is None:
+                if all(sandbox.db.get_ticket(i).queue != "Inbox" for i in ids):
+                    break
+                time.sleep(0.2)
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, output
+        lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        messages = [line["message"] for line in lines]
+        assert sum("decision system=sandbox" in m for m in messages) == 5
+        assert any(m.startswith("shutdown requested") for m in messages) and messages[-1] == "stopped"
+        assert TOKEN not in output and "my printer is broken" not in output
