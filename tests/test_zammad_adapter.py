@@ -594,3 +594,12 @@ def test_list_mode_routed_tickets_leaving_the_list_shift_nothing_out(server: Run
         return seen
 
     assert [int(i) for i in run(route_each_page())] == created
+
+
+def test_documented_config_example_mentions_every_connection_key() -> None:
+    import re
+
+    text = (Path(__file__).parent.parent / "docs" / "zammad.config.yaml").read_text(encoding="utf-8")
+    mentioned = set(re.findall(r"^[ \t]*(?:#[ \t]*)?([A-Za-z_]\w*):", text, re.MULTILINE))
+    missing = [k for k in ZammadSettings.model_fields if k not in mentioned]
+    assert not missing, f"docs/zammad.config.yaml does not mention: {missing}"
