@@ -428,6 +428,13 @@ class ZammadAdapter(Adapter):
             },
         )
 
+    @staticmethod
+    def _from_customer(article: Mapping[str, Any]) -> bool:
+        sender = article.get("sender")
+        if sender is not None:
+            return str(sender).lower() == "customer"
+        return article.get("sender_id") == 2  # Zammad's fixed id of the "Customer" sender
+
     async def _body(self, ticket_id: int) -> tuple[str, bool]:
         """The first customer message (text, is_html)."""
         cached = self._bodies.get(ticket_id)
@@ -439,13 +446,13 @@ class ZammadAdapter(Adapter):
             raise ProtocolError(f"articles of ticket {ticket_id}: expected a list", system=self.name)
         articles = sorted((a for a in articles if isinstance(a, Mapping)), key=lambda a: int(a.get("id") or 0))
         public = [a for a in articles if not a.get("internal")]
-        chosen = next((a for a in public if str(a.get("sender") or "").lower() == "customer"), None)
+        chosen = next((a for a in public if self._from_customer(a)), None)
         chosen = chosen or (public[0] if public else (articles[0] if articles else None))
         if chosen is None:
             return "", False
         is_html = str(chosen.get("content_type") or "").lower().startswith("text/html")
         result = str(chosen.get("body") or ""), is_html
-        if str(chosen.get("sender") or "").lower() == "customer" and self.body_cache_size > 0:
+        if self._from_customer(chosen) and self.body_cache_size > 0:
             self._bodies[ticket_id] = result
             while len(self._bodies) > self.body_cache_size:
                 self._bodies.popitem(last=False)

@@ -954,7 +954,7 @@ class ZammadStandin:
             if not isinstance(body, dict):
                 return error(422, "Unable to process the request")
             if body.get("ticket_id") in (None, ""):
-                return error(422, "Need ticket_id!")
+                return error(404, "Couldn't find Ticket without an ID")  # Ticket.find(nil)
             ticket = find_ticket(user, body["ticket_id"])
             article = article_from(ticket["id"], user, body)
             standin._reindex(ticket["id"])
