@@ -26,6 +26,10 @@ class LearningSettings(BaseModel):
     retrain_min_new_examples: int = Field(200, ge=1)
     #: optional base dataset trained on together with the exported examples
     base_dataset: Path | None = None
+    #: text column of the base dataset (default: ``text``, or ``subject`` + ``body``)
+    base_dataset_text_column: str | None = None
+    #: label field -> column of the base dataset (default: the ``queue``/``priority`` columns present)
+    base_dataset_label_columns: dict[str, str] = Field(default_factory=dict)
     #: share of exported tickets held apart (never trained on) as the fixed evaluation set
     eval_fraction: float = Field(0.2, gt=0, lt=1)
     #: fewer held-apart examples than this: no comparison is possible, so nothing is promoted (unless forced)
