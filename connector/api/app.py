@@ -138,7 +138,7 @@ def create_app(
     app.include_router(routes_admin.router, prefix=API_PREFIX)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(MetricsMiddleware, prefixes=(API_PREFIX,))
     return app
 
 

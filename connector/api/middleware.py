@@ -28,16 +28,44 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        announced: int | None = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     announced = int(value)
                 except ValueError:
-                    announced = -1
-                if announced > self.max_bytes:
-                    await _send_json(send, 413, error_body("payload_too_large", BodyTooLarge(self.max_bytes).message))
-                    return  # the server discards the unread body
+                    announced = None
                 break
+        if announced is not None:
+            if announced > self.max_bytes:
+                await self._too_large(send)
+                return  # the server discards the unread body
+            # the server holds the body to its announced length; count anyway
+            await self.app(scope, self._counting(receive), send)
+            return
+        # no length announced (chunked): read it here, up to the limit, then hand it on
+        messages: list[Message] = []
+        received = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                await self._too_large(send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            if messages:
+                return messages.pop(0)
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _counting(self, receive: Receive) -> Receive:
         received = 0
 
         async def limited_receive() -> Message:
@@ -49,7 +77,10 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge(self.max_bytes)
             return message
 
-        await self.app(scope, limited_receive, send)
+        return limited_receive
+
+    async def _too_large(self, send: Send) -> None:
+        await _send_json(send, 413, error_body("payload_too_large", BodyTooLarge(self.max_bytes).message))
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -67,8 +98,10 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 class MetricsMiddleware:
     """Counts requests and measures their time per route template (not per raw path)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
+        #: prefixes of included routers (newer FastAPI keeps the router's own path in the scope's route)
+        self.prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,4 +121,9 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
+            path = scope.get("path", "")
+            for prefix in self.prefixes:
+                if route is not None and path.startswith(prefix + "/") and not template.startswith(prefix + "/"):
+                    template = prefix + template
+                    break
             observe_request(scope.get("method", ""), template, status, time.perf_counter() - started)
