@@ -288,4 +288,12 @@ def run_daemon(config: AppConfig, *, once: bool = False) -> int:
         await daemon.run()
         return 0
 
-    return asyncio.run(main())
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return asyncio.run(main())
+    except SQLAlchemyError as exc:
+        log.error("the state store %s cannot be used: %s", redact_url(config.store_url), exc.__class__.__name__,
+                  exc_info=log.isEnabledFor(logging.DEBUG))
+        log.error("%s", str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+        return 1

@@ -193,9 +193,18 @@ def register(app: typer.Typer) -> None:
     def status_command(
         config: ConfigOption = None,
         as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        check: Annotated[
+            bool,
+            typer.Option("--check", help="health check: exit 1 unless every enabled system was polled recently"),
+        ] = False,
+        max_age: Annotated[
+            float | None,
+            typer.Option(help="--check: seconds since the last poll that still count as alive "
+                              "(default: 3 x poll_interval + 600, room for the backoff while a helpdesk is down)"),
+        ] = None,
     ) -> None:
         """Per system: last poll, decisions routed / suggested / skipped / failed, last error."""
-        from connector.store.db import Store
+        from connector.store.db import Store, utcnow
         from connector.store.decisions import DecisionStore
 
         cfg = load_or_exit(config)
@@ -206,6 +215,23 @@ def register(app: typer.Typer) -> None:
             counts = decisions.counts()
         finally:
             store.dispose()
+        if check:
+            stale = []
+            now = utcnow()
+            for name, system in cfg.systems.items():
+                if not system.enabled:
+                    continue
+                limit = max_age if max_age is not None else 3 * system.poll_interval + 600
+                h = health.get(name)
+                age = (now - h.last_poll_at).total_seconds() if h and h.last_poll_at else None
+                if age is None or age > limit:
+                    stale.append(f"{name}: last poll {'never' if age is None else f'{age:.0f} s ago'} (limit {limit:.0f} s)")
+            for line in stale:
+                typer.echo(f"unhealthy: {line}", err=True)
+            if stale:
+                raise typer.Exit(1)
+            typer.echo("healthy")
+            return
         names = list(dict.fromkeys([*cfg.systems, *health, *counts]))
         rows = []
         for name in names:

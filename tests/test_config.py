@@ -210,6 +210,10 @@ def test_run_once_status_and_classify_commands(tmp_path: Path, restore_logging) 
     assert rows[0]["last_success"] is not None
     result = runner.invoke(app, ["status", "--config", str(path)])
     assert result.exit_code == 0 and "sandbox" in result.output
+    result = runner.invoke(app, ["status", "--check", "--config", str(path)])
+    assert result.exit_code == 0 and "healthy" in result.output
+    result = runner.invoke(app, ["status", "--check", "--max-age", "0", "--config", str(path)])
+    assert result.exit_code == 1 and "unhealthy: sandbox: last poll" in result.output
 
     result = runner.invoke(app, ["classify", "my printer is broken", "--json", "--config", str(path)])
     assert result.exit_code == 0, result.output
@@ -222,3 +226,12 @@ def test_run_once_status_and_classify_commands(tmp_path: Path, restore_logging) 
     result = runner.invoke(app, ["classify", "--file", str(body), "--config", str(path)])
     assert result.exit_code == 0, result.output
     assert "queue:" in result.output and "sandbox (apply)" in result.output
+
+
+def test_run_with_an_unusable_state_store_exits_1_with_a_clear_error(tmp_path: Path, restore_logging) -> None:
+    text = VALID.format(url="http://127.0.0.1:9/api", token="t0ken-value")
+    text += "store:\n  url: postgresql+psycopg://nobody:pw-9876@127.0.0.1:9/none\n"
+    result = runner.invoke(app, ["run", "--once", "--config", str(write(tmp_path, text))])
+    assert result.exit_code == 1
+    assert "state store postgresql+psycopg://nobody:***@127.0.0.1:9/none cannot be used" in result.output
+    assert "pw-9876" not in result.output
