@@ -309,3 +309,21 @@ def test_sample_tickets_fit_the_default_queues_and_priorities() -> None:
     assert db.queues() == list(DEFAULT_QUEUES)  # nothing had to be added
     rows, total, _ = db.list_tickets(queues=["Inbox"], states=["new"], limit=1000)
     assert total == len(tickets) == len(rows)
+
+
+def test_sandbox_in_a_child_process(tmp_path: Path) -> None:
+    with running_sandbox(tmp_path, token="tk", process=True, queues=["Inbox", "Desk"]) as sb:
+        headers = {"Authorization": "Bearer tk"}
+        assert httpx.get(f"{sb.api}/tickets").status_code == 401
+        t = sb.db.create_ticket("made here", "b")  # the same SQLite file, another connection
+        got = httpx.get(f"{sb.api}/tickets/{t.id}", headers=headers).json()
+        assert got["subject"] == "made here"
+        assert [q["name"] for q in httpx.get(f"{sb.api}/queues", headers=headers).json()["items"]] == ["Inbox", "Desk"]
+        httpx.patch(f"{sb.api}/tickets/{t.id}", headers=headers, json={"queue": "Desk"}).raise_for_status()
+        assert sb.db.get_ticket(t.id).queue == "Desk"
+        sb.faults.add(path="/api/queues", status=503)
+        assert httpx.get(f"{sb.api}/queues", headers=headers).status_code == 503
+        sb.faults.clear()
+    with pytest.raises(ValueError, match="needs a DB file"):
+        with running_sandbox(None, process=True):
+            pass

@@ -173,8 +173,7 @@ class SandboxDB:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._cache: dict[str, tuple[str, ...]] = {}
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.row_factory = sqlite3.Row
         with self._lock:
             if self.path != ":memory:":
@@ -207,20 +206,15 @@ class SandboxDB:
     # ------------------------------------------------------------------ value lists
 
     def _names(self, table: str) -> list[str]:
-        cached = self._cache.get(table)
-        if cached is not None:
-            return list(cached)
+        # not cached: another process (a sandbox served by a subprocess) may share the file
         with self._lock:
-            names = [r[0] for r in self._conn.execute(f"SELECT name FROM {table} ORDER BY position, name")]
-        self._cache[table] = tuple(names)
-        return names
+            return [r[0] for r in self._conn.execute(f"SELECT name FROM {table} ORDER BY position, name")]
 
     def _set_names(self, table: str, names: Iterable[str]) -> None:
         unique = list(dict.fromkeys(n.strip() for n in names if n and n.strip()))
         with self._tx() as conn:
             conn.execute(f"DELETE FROM {table}")
             conn.executemany(f"INSERT INTO {table} (name, position) VALUES (?, ?)", [(n, i) for i, n in enumerate(unique)])
-        self._cache.pop(table, None)
 
     def queues(self) -> list[str]:
         return self._names("queues")

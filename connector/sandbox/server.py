@@ -10,14 +10,21 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import uvicorn
 
 from connector.sandbox.app import FaultInjector, create_app
@@ -34,10 +41,12 @@ class SandboxHandle(str):
     """
 
     db: SandboxDB
-    faults: FaultInjector
+    faults: FaultInjector | RemoteFaults
     token: str | None
 
-    def __new__(cls, url: str, db: SandboxDB, faults: FaultInjector, token: str | None) -> SandboxHandle:
+    def __new__(
+        cls, url: str, db: SandboxDB, faults: FaultInjector | RemoteFaults, token: str | None
+    ) -> SandboxHandle:
         self = super().__new__(cls, url)
         self.db = db
         self.faults = faults
@@ -51,6 +60,19 @@ class SandboxHandle(str):
     @property
     def api(self) -> str:
         return f"{self.url}/api"
+
+
+class RemoteFaults:
+    """The fault injector of a sandbox served by another process (over ``/_sandbox/faults``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = f"{url}/_sandbox/faults"
+
+    def add(self, **kwargs: Any) -> None:
+        httpx.post(self.url, json=kwargs, timeout=10).raise_for_status()
+
+    def clear(self) -> None:
+        httpx.delete(self.url, timeout=10).raise_for_status()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -103,11 +125,17 @@ def running_sandbox(
     host: str = "127.0.0.1",
     port: int = 0,
     log_level: str = "warning",
+    process: bool = False,
 ) -> Iterator[SandboxHandle]:
-    """Serve a sandbox in a background thread on a free port; yields its :class:`SandboxHandle`.
+    """Serve a sandbox on a free port of 127.0.0.1; yields its :class:`SandboxHandle`.
 
     ``path``: a directory (``sandbox.db`` inside), a DB file, or ``None`` for an
     in-memory DB.  The server stops and the DB closes when the block ends.
+
+    By default the server runs in a background thread of this process.  With
+    ``process=True`` it runs in a child process (a DB file is then required):
+    nothing shares this process's GIL, as benchmarks need; ``handle.db`` is a
+    second connection to the same file and ``handle.faults`` goes over HTTP.
     """
     db = open_db(path)
     if queues is not None:
@@ -116,6 +144,16 @@ def running_sandbox(
         db.set_priorities(priorities)
     if seed is not None:
         db.seed_csv(seed, as_new=seed_as_new)
+    if process:
+        if db.path == ":memory:":
+            db.close()
+            raise ValueError("running_sandbox(process=True) needs a DB file or directory, not None")
+        try:
+            with _child_server(db.path, host=host, port=port, token=token, log_level=log_level) as url:
+                yield SandboxHandle(url, db, RemoteFaults(url), token)
+        finally:
+            db.close()
+        return
     faults = FaultInjector()
     app = create_app(db, token=token, faults=faults)
     sock = _bind(host, port)
@@ -136,6 +174,62 @@ def running_sandbox(
         thread.join(timeout=10)
         sock.close()
         db.close()
+
+
+@contextmanager
+def _child_server(db_path: str, *, host: str, port: int, token: str | None, log_level: str) -> Iterator[str]:
+    sock = _bind(host, port)
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    env = dict(os.environ)
+    env.pop(_TOKEN_ENV, None)
+    if token:
+        env[_TOKEN_ENV] = token
+    child = subprocess.Popen(
+        [sys.executable, "-m", "connector.sandbox", "--db", db_path, "--fd", str(sock.fileno()),
+         "--log-level", log_level],
+        pass_fds=[sock.fileno()],
+        env=env,
+    )  # fmt: skip
+    sock.close()  # the child has its own copy
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if child.poll() is not None:
+                raise RuntimeError(f"the sandbox process exited with status {child.returncode}")
+            try:
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sandbox process did not answer within 60 s")
+            time.sleep(0.05)
+        yield url
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+_TOKEN_ENV = "HELPDESK_SANDBOX_TOKEN"
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    """Serve on an inherited socket (the child side of ``running_sandbox(process=True)``)."""
+    parser = argparse.ArgumentParser(description="sandbox helpdesk on an inherited socket")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    db = SandboxDB(args.db)
+    app = create_app(db, token=os.environ.pop(_TOKEN_ENV, None) or None)
+    # socket(fileno=...) detects family and protocol (IPPROTO_TCP), so asyncio sets TCP_NODELAY;
+    # uvicorn's own ``fd`` option would take it for a Unix socket and leave Nagle on
+    sock = socket.socket(fileno=args.fd)
+    uvicorn.Server(_uvicorn_config(app, args.log_level)).run(sockets=[sock])
 
 
 def serve(
