@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from fastapi import Request
+from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from connector.api.errors import ApiError
@@ -81,11 +81,12 @@ ANONYMOUS = Principal("anonymous", frozenset({"classify", "admin"}))
 def require(scope: Scope) -> Callable[..., Principal]:
     """A FastAPI dependency: the request must carry a token with ``scope``."""
 
-    async def dependency(request: Request) -> Principal:
+    async def dependency(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Security(_bearer)
+    ) -> Principal:
         verifier: TokenVerifier = request.app.state.verifier
         if not verifier.enabled:
             return ANONYMOUS
-        credentials: HTTPAuthorizationCredentials | None = await _bearer(request)
         if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
             raise ApiError(401, "unauthorized", "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
         principal = verifier.verify(credentials.credentials)

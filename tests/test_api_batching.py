@@ -1,0 +1,199 @@
+"""Micro-batching: concurrent classify calls share forward passes; errors and swaps are handled per pass."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from connector.api.batching import MicroBatcher
+from connector.model.classifier import ClassifierHolder, FieldPrediction, LabelScore, ModelLoadError, Prediction
+
+
+class FakeClassifier:
+    """Labels each text with its own content, records the size of every forward pass."""
+
+    def __init__(self, version: str = "fake-1", delay: float = 0.0, fail: bool = False) -> None:
+        self._version = version
+        self.delay = delay
+        self.fail = fail
+        self.passes: list[int] = []
+        self.threads: set[str] = set()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return ("queue",)
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        self.passes.append(len(texts))
+        self.threads.add(threading.current_thread().name)
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("forward pass failed")
+        out = []
+        for text in texts:
+            score = LabelScore(text, 1.0)
+            out.append(Prediction({"queue": FieldPrediction(text, 1.0, (score,))}, self._version))
+        return out
+
+
+async def _gather(batcher: MicroBatcher, groups: list[list[str]]) -> list[list[Prediction]]:
+    return await asyncio.gather(*(batcher.classify(g) for g in groups))
+
+
+def test_concurrent_requests_share_one_forward_pass() -> None:
+    fake = FakeClassifier()
+
+    async def main() -> list[list[Prediction]]:
+        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=50, max_texts=64)
+        await batcher.start()
+        try:
+            return await _gather(batcher, [[f"t{i}"] for i in range(20)])
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(main())
+    # every caller gets its own prediction back, in order
+    assert [r[0].fields["queue"].label for r in results] == [f"t{i}" for i in range(20)]
+    assert fake.passes == [20]
+    assert all(name.startswith("classify") for name in fake.threads)  # a worker thread, not the event loop
+
+
+def test_batching_off_runs_one_pass_per_request() -> None:
+    fake = FakeClassifier()
+
+    async def main() -> None:
+        batcher = MicroBatcher(ClassifierHolder(fake), enabled=False)
+        await batcher.start()
+        await _gather(batcher, [[f"t{i}"] for i in range(5)])
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert sorted(fake.passes) == [1, 1, 1, 1, 1]
+
+
+def test_max_texts_splits_passes_and_keeps_big_requests_whole() -> None:
+    fake = FakeClassifier()
+
+    async def main() -> list[list[Prediction]]:
+        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=50, max_texts=4)
+        await batcher.start()
+        try:
+            return await _gather(batcher, [["a"], ["b"], ["c", "d", "e", "f", "g", "h"], ["i"], ["j"], ["k"]])
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(main())
+    assert [[p.fields["queue"].label for p in r] for r in results] == [
+        ["a"], ["b"], ["c", "d", "e", "f", "g", "h"], ["i"], ["j"], ["k"]
+    ]
+    assert sum(fake.passes) == 11
+    assert 6 in fake.passes  # the big request had a pass of its own
+    assert all(n <= 4 for n in fake.passes if n != 6)
+
+
+def test_requests_arriving_while_busy_join_the_next_pass() -> None:
+    fake = FakeClassifier(delay=0.2)
+
+    async def main() -> None:
+        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=0, max_texts=64)
+        await batcher.start()
+        first = asyncio.create_task(batcher.classify(["first"]))
+        await asyncio.sleep(0.05)  # the first pass is running
+        rest = [asyncio.create_task(batcher.classify([f"t{i}"])) for i in range(10)]
+        await asyncio.gather(first, *rest)
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert fake.passes == [1, 10]
+
+
+def test_a_failing_pass_fails_its_callers_only() -> None:
+    fake = FakeClassifier(fail=True)
+    holder = ClassifierHolder(fake)
+
+    async def main() -> tuple[list[object], list[Prediction]]:
+        batcher = MicroBatcher(holder, wait_ms=20)
+        await batcher.start()
+        try:
+            failed = await asyncio.gather(*(batcher.classify([f"t{i}"]) for i in range(3)), return_exceptions=True)
+            holder.swap(FakeClassifier("fake-2"))
+            ok = await batcher.classify(["after"])
+            return failed, ok
+        finally:
+            await batcher.stop()
+
+    failed, ok = asyncio.run(main())
+    assert all(isinstance(f, RuntimeError) for f in failed)
+    assert ok[0].model_version == "fake-2"
+
+
+def test_swap_during_a_pass_keeps_the_pass_on_its_model() -> None:
+    old = FakeClassifier("old", delay=0.2)
+    holder = ClassifierHolder(old)
+
+    async def main() -> tuple[list[Prediction], list[Prediction]]:
+        batcher = MicroBatcher(holder, wait_ms=0)
+        await batcher.start()
+        try:
+            in_flight = asyncio.create_task(batcher.classify(["x"]))
+            await asyncio.sleep(0.05)
+            holder.swap(FakeClassifier("new"))
+            later = await batcher.classify(["y"])
+            return await in_flight, later
+        finally:
+            await batcher.stop()
+
+    first, later = asyncio.run(main())
+    assert first[0].model_version == "old"
+    assert later[0].model_version == "new"
+
+
+def test_no_model_raises_model_load_error() -> None:
+    async def main() -> None:
+        batcher = MicroBatcher(ClassifierHolder(), wait_ms=1)
+        await batcher.start()
+        try:
+            await batcher.classify(["x"])
+        finally:
+            await batcher.stop()
+
+    with pytest.raises(ModelLoadError):
+        asyncio.run(main())
+
+
+def test_observer_sees_every_pass() -> None:
+    seen: list[int] = []
+    fake = FakeClassifier()
+
+    async def main() -> None:
+        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=30, observer=lambda n, _s: seen.append(n))
+        await batcher.start()
+        await _gather(batcher, [["a"], ["b"], ["c"]])
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert seen == fake.passes == [3]
+
+
+def test_stop_fails_waiting_callers() -> None:
+    fake = FakeClassifier(delay=0.3)
+
+    async def main() -> list[object]:
+        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=0)
+        await batcher.start()
+        tasks = [asyncio.create_task(batcher.classify([f"t{i}"])) for i in range(3)]
+        await asyncio.sleep(0.05)
+        await batcher.stop()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, RuntimeError) for r in results)
