@@ -327,6 +327,17 @@ print JSON::to_json(\\%tokens);
                 out.append("\n".join(parts))
             return out
 
+    def history(self, ticket_id: str) -> list[dict[str, str]]:
+        """Every transaction of a ticket: type, field, creator (user name), oldest first."""
+        with self.client() as c:
+            r = c.get(f"/ticket/{int(ticket_id)}/history",
+                      params={"fields": "Type,Field,Creator,OldValue,NewValue", "per_page": 100})
+            r.raise_for_status()
+            return [{"type": i.get("Type", ""), "field": i.get("Field", ""),
+                     "creator": str((i.get("Creator") or {}).get("id", "")),
+                     "old": str(i.get("OldValue", "")), "new": str(i.get("NewValue", ""))}
+                    for i in r.json()["items"]]
+
     def update(self, ticket_id: str, **fields: Any) -> list[str]:
         with self.client() as c:
             r = c.put(f"/ticket/{int(ticket_id)}", json=fields)
