@@ -21,9 +21,11 @@ body (so an update that only sets the priority does not send ``queue``).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
@@ -459,6 +461,26 @@ def _text(value: Any) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Position:
+    """Where the next page of a listing starts, in every paging style (serialised as a resumable cursor)."""
+
+    page: int
+    offset: int = 0
+    after: str | None = None
+    token: str | None = None
+
+    def dump(self) -> str:
+        return json.dumps({"page": self.page, "offset": self.offset, "after": self.after, "token": self.token})
+
+    @classmethod
+    def load(cls, text: str) -> _Position:
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("page"), int):
+            raise ValueError("not a paging position")
+        return cls(int(data["page"]), int(data.get("offset") or 0), data.get("after"), data.get("token"))
+
+
 # --------------------------------------------------------------------------- transport
 
 
@@ -603,7 +625,7 @@ class GenericRestAdapter(Adapter):
             kwargs["json"] = render_json(spec.body, values)
         if spec.headers:
             kwargs["headers"] = {k: render_text(v, values) for k, v in spec.headers.items()}
-        if write and spec.method in ("POST",):
+        if write and (spec.method == "POST" or uses_placeholder(spec.body, "note")):
             response = await self.transport.request_write(spec.method, url, **kwargs)
         else:
             response = await self.transport.request(spec.method, url, **kwargs)
@@ -643,52 +665,60 @@ class GenericRestAdapter(Adapter):
         return items
 
     async def _pages(
-        self, spec: ListRequest, values: dict[str, Any], filters: list[tuple[str, str]], page_size: int, where: str
-    ) -> AsyncIterator[tuple[list[Ticket], Any]]:
+        self,
+        spec: ListRequest,
+        values: dict[str, Any],
+        filters: list[tuple[str, str]],
+        page_size: int,
+        where: str,
+        start: _Position | None = None,
+    ) -> AsyncIterator[tuple[list[Ticket], _Position | None]]:
+        """Each page's tickets with the position of the next page (None after the last)."""
         paging = self.settings.paging
-        page_number = paging.first_page
-        offset = 0
-        after: str | None = None
-        token: str | None = None
-        seen = 0
+        position = start or _Position(page=paging.first_page)
         for _ in range(paging.max_pages):
             params = list(filters)
             if paging.style != "none" and paging.size_param:
                 params.append((paging.size_param, str(page_size)))
             if paging.style == "page":
-                params.append((paging.page_param, str(page_number)))
+                params.append((paging.page_param, str(position.page)))
             elif paging.style == "offset":
-                params.append((paging.offset_param, str(offset)))
-            elif paging.style == "after" and after is not None:
-                params.append((paging.after_param, after))
-            elif paging.style == "cursor" and token is not None:
-                params.append((paging.cursor_param, token))
+                params.append((paging.offset_param, str(position.offset)))
+            elif paging.style == "after" and position.after is not None:
+                params.append((paging.after_param, position.after))
+            elif paging.style == "cursor" and position.token is not None:
+                params.append((paging.cursor_param, position.token))
             data = await self._call(spec, values, extra_params=params)
-            raw_items = self._items(data, spec, where)
-            tickets = [self._ticket(item, where) for item in raw_items]
-            yield tickets, data
-            seen += len(tickets)
-            if not tickets or paging.style == "none":
+            tickets = [self._ticket(item, where) for item in self._items(data, spec, where)]
+            following = self._next_position(position, data, tickets, page_size)
+            yield tickets, following
+            if following is None:
                 return
-            if paging.has_more_path is not None:
-                more = get_path(data, parse_path(paging.has_more_path))
-                if not more:
-                    return
-            elif paging.total_path is not None:
-                total = get_path(data, parse_path(paging.total_path))
-                if isinstance(total, int | float) and seen >= total:
-                    return
-            elif paging.style != "cursor" and len(tickets) < page_size:
-                return
-            if paging.style == "cursor":
-                nxt = _text(get_path(data, parse_path(paging.next_cursor_path or "")))
-                if not nxt or nxt == token:
-                    return
-                token = nxt
-            page_number += 1
-            offset += len(tickets)
-            after = tickets[-1].id
+            position = following
         log.warning("%s: %s stopped after paging.max_pages=%d pages", self.name, where, paging.max_pages)
+
+    def _next_position(
+        self, position: _Position, data: Any, tickets: list[Ticket], page_size: int
+    ) -> _Position | None:
+        paging = self.settings.paging
+        if not tickets or paging.style == "none":
+            return None
+        seen = position.offset + len(tickets)
+        if paging.has_more_path is not None:
+            if not get_path(data, parse_path(paging.has_more_path)):
+                return None
+        elif paging.total_path is not None:
+            total = get_path(data, parse_path(paging.total_path))
+            if isinstance(total, int | float) and not isinstance(total, bool) and seen >= total:
+                return None
+        elif paging.style != "cursor" and len(tickets) < page_size:
+            return None
+        token = None
+        if paging.style == "cursor":
+            token = _text(get_path(data, parse_path(paging.next_cursor_path or "")))
+            if not token or token == position.token:
+                return None
+        return _Position(page=position.page + 1, offset=seen, after=tickets[-1].id, token=token)
 
     # ------------------------------------------------------------------ Adapter API
 
@@ -704,7 +734,7 @@ class GenericRestAdapter(Adapter):
         if spec.since_param and since_text:
             filters.append((spec.since_param, since_text))
         newest = since
-        async for tickets, _data in self._pages(spec, {"since": since_text}, filters, page_size, "list_new"):
+        async for tickets, _next in self._pages(spec, {"since": since_text}, filters, page_size, "list_new"):
             for t in tickets:
                 if t.updated_at is not None and (newest is None or t.updated_at > newest):
                     newest = t.updated_at
@@ -770,10 +800,17 @@ class GenericRestAdapter(Adapter):
         filters: list[tuple[str, str]] = []
         if spec.since_param and since_text:
             filters.append((spec.since_param, since_text))
-        async for tickets, _data in self._pages(spec, {"since": since_text}, filters, page_size, "list_resolved"):
+        start: _Position | None = None
+        if cursor:
+            try:
+                start = _Position.load(cursor)
+            except (ValueError, TypeError):
+                log.warning("%s: unreadable resolved-listing cursor, listing from the start", self.name)
+        pages = self._pages(spec, {"since": since_text}, filters, page_size, "list_resolved", start)
+        async for tickets, following in pages:
             if spec.fetch_missing_body and self.settings.fields.body is not None:
                 tickets = [t if t.body is not None else await self.get_ticket(t.id) for t in tickets]
-            yield TicketPage(tickets)
+            yield TicketPage(tickets, cursor=following.dump() if following is not None else None)
 
     async def _value_list(self, spec: ValueList, what: str) -> list[str]:
         if spec.values is not None:

@@ -315,6 +315,47 @@ def test_resolved_listing_with_since(sandbox) -> None:
         run(collect(none.list_resolved_tickets(None, None, 50)))
 
 
+@pytest.mark.parametrize("style", ["page", "offset", "after"])
+def test_resolved_listing_resumes_from_its_page_cursor(sandbox, style: str) -> None:
+    for i in range(7):
+        sandbox.db.create_ticket(f"s{i}", "b")
+        sandbox.db.resolve_ticket(i + 1, queue="HR")
+    adapter = make(sandbox.api, paging={"style": style})
+
+    async def first_page() -> tuple[list[str], str | None]:
+        pages = adapter.list_resolved_tickets(None, None, 3)
+        page = await pages.__anext__()
+        await pages.aclose()  # the export was interrupted here
+        return [t.id for t in page.tickets], page.cursor
+
+    ids, cursor = run(first_page())
+    assert ids == ["1", "2", "3"] and cursor is not None
+    pages, cursors = run(collect(adapter.list_resolved_tickets(None, cursor, 3)))
+    assert [t.id for p in pages for t in p] == ["4", "5", "6", "7"]
+    assert cursors[-1] is None  # the end
+    # an unreadable cursor starts over rather than failing
+    pages, _ = run(collect(adapter.list_resolved_tickets(None, "garbage", 3)))
+    assert [t.id for p in pages for t in p] == [str(i) for i in range(1, 8)]
+
+
+def test_update_carrying_the_note_is_not_retried_after_a_500() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(500, text="oops")
+
+    adapter = make("http://h.example", transport=httpx.MockTransport(handler), retries=3, add_note=None,
+                   update={"method": "PATCH", "body": {"queue": "{queue}", "comment": "{note}"}})  # fmt: skip
+    with pytest.raises(TransientError):
+        run(adapter.update_ticket("1", TicketChange(queue="HR", note="n")))
+    assert len(calls) == 1
+    plain = make("http://h.example", transport=httpx.MockTransport(handler), retries=2)
+    with pytest.raises(TransientError):
+        run(plain.update_ticket("1", TicketChange(queue="HR")))  # PATCH without a note: idempotent, retried
+    assert len(calls) == 3
+
+
 def test_queues_and_priorities_from_api_or_static(sandbox) -> None:
     adapter = make(sandbox.api)
     assert "Hardware" in run(adapter.list_queues())
