@@ -121,7 +121,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=8e-5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--limit", type=int, default=0, help="use only this many training rows (smoke runs)")
+    parser.add_argument("--limit", type=int, default=0, help="train the transformer on about this many rows (stratified)")
+    parser.add_argument("--test-limit", type=int, default=0, help="score on about this many test rows (stratified)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_accuracy.json"))
     parser.add_argument("--model-out", type=Path, default=None, help="keep the trained model under this directory")
     parser.add_argument("--progress", action="store_true")
@@ -130,12 +131,16 @@ def main() -> None:
 
     data = load_labeled_file(args.data, text_column="Document", label_columns={"queue": "Topic_group"})
     train, test = split(data, 0.2, 42)
-    if args.limit:
-        train = train.subset(range(0, len(train), max(1, len(train) // args.limit)))
+    full_train = train
+    if args.limit and args.limit < len(train):
+        train, _ = split(train, 1 - args.limit / len(train), 42)
+    if args.test_limit and args.test_limit < len(test):
+        test, _ = split(test, 1 - args.test_limit / len(test), 42)
     result: dict = {
         "data": str(args.data),
         "examples": len(data),
         "train_examples": len(train),
+        "train_part_examples": len(full_train),
         "test_examples": len(test),
         "split": "stratified 80/20, seed 42 (connector.model.data.split)",
         "cpu_threads": os.cpu_count(),
@@ -147,9 +152,14 @@ def main() -> None:
         except json.JSONDecodeError:
             pass
     if args.part in ("linear", "both"):
-        run_linear(train, test, result)
+        run_linear(full_train, test, result)
+        if len(train) < len(full_train):
+            sub: dict = {}
+            run_linear(train, test, sub)
+            result["linear_same_subset"] = sub["linear"]
+            result["linear_svc_same_subset"] = sub["linear_svc_reference"]
         _write(args.out, result)
-        print(json.dumps({k: result[k] for k in ("linear", "linear_svc_reference")}, indent=2))
+        print(json.dumps({k: v for k, v in result.items() if k.startswith("linear")}, indent=2))
     if args.part in ("transformer", "both"):
         run_transformer(train, test, result, args.out, args)
         _write(args.out, result)

@@ -644,6 +644,7 @@ def _load_text(
     builder: _Builder | None = None
     problems: list[DataProblem] = []
     skipped = Counter[str]()
+    seen_raw: set[bytes] = set()
     for line, row in rows:
         if not row:
             skipped["empty_rows_skipped"] += 1
@@ -654,6 +655,13 @@ def _load_text(
         text_cols, label_map = resolved
         if builder is None:
             builder = _Builder(list(label_map), name, max_text_chars)
+        raw_key = _raw_key(row, text_cols, label_map.values())
+        if raw_key in seen_raw:
+            # the same raw row again: an exact duplicate, no need to clean it again
+            builder.stats["rows"] += 1
+            builder.stats["duplicates_dropped"] += 1
+            continue
+        seen_raw.add(raw_key)
         row_problems: list[DataProblem] = []
         for col in text_cols + list(label_map.values()):
             if col not in row and fmt != "csv":
@@ -684,6 +692,13 @@ def _load_text(
     if validate:
         validate_data(data, min_examples_per_class=min_examples_per_class)
     return data
+
+
+def _raw_key(row: Mapping[str, Any], text_cols: Iterable[str], label_cols: Iterable[str]) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for col in (*text_cols, "\x1d", *label_cols):
+        h.update(b"\x1f" + repr(row.get(col)).encode("utf-8", "surrogatepass"))
+    return h.digest()
 
 
 def load_labeled_file(
