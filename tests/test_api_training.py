@@ -1,0 +1,186 @@
+"""Training through the API: the classic calls end to end, one job at a time, cancel, failures, lower priority."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api_helpers import QUEUES, install_tiny_models, live_api, make_config, sample_csv
+from connector.api.jobs import JobSpec, job_dir
+from connector.store.db import Store
+from connector.store.tables import TrainingJob
+from tiny_model import build_tiny_model
+
+
+def _config(tmp: Path) -> Any:
+    config = make_config(tmp)
+    # a tiny base model, so training takes seconds (the classic call names no base model)
+    base = build_tiny_model(tmp / "base", QUEUES, version="base", field="queue")
+    config.model.base_model = base
+    return config
+
+
+def _poll(client: httpx.Client, job_id: int, timeout: float = 240.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    seen_states = set()
+    while time.monotonic() < deadline:
+        response = client.get(f"/api/v1/train/{job_id}")
+        assert response.status_code == 200, response.text
+        job = response.json()
+        seen_states.add(job["state"])
+        assert 0.0 <= job["progress"] <= 1.0
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            job["seen_states"] = seen_states
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+
+
+def test_classic_calls_end_to_end(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    store = Store(config.store_url)
+    install_tiny_models(config, store, version="tiny-1")
+    with live_api(config, store) as (client, _app):
+        # 1. the CSV body posted raw
+        upload = client.post("/api/v1/train-data", content=sample_csv(), headers={"Content-Type": "text/csv"})
+        assert upload.status_code == 201, upload.text
+        dataset_id = upload.json()["id"]
+
+        # 2. train, no body: 202 with a job id at once
+        started = time.monotonic()
+        response = client.post("/api/v1/train")
+        assert time.monotonic() - started < 5
+        assert response.status_code == 202, response.text
+        job_id = response.json()["job_id"]
+        assert response.headers["location"] == f"/api/v1/train/{job_id}"
+        # one at a time
+        again = client.post("/api/v1/train")
+        assert again.status_code == 409
+        assert again.json()["error"]["job_id"] == job_id
+
+        job = _poll(client, job_id)
+        assert job["state"] == "succeeded", job
+        assert job["progress"] == 1.0 and job["error"] is None
+        assert job["dataset_id"] == dataset_id
+        assert job["params"]["fields"] == ["queue", "priority"]
+        assert job["params"]["base_model"] == str(config.model.base_model)
+        version = job["metrics"]["version"]
+        assert set(job["metrics"]["fields"]) == {"queue", "priority"}
+        assert set(job["metrics"]["activation"]) == {"queue", "priority"}
+        assert job["started_at"] and job["finished_at"]
+
+        # 3. the new model activated and used by classify
+        response = client.post(f"/api/v1/models/{version}/activate")
+        assert response.status_code == 200, response.text
+        assert response.json()["serving"] == f"queue={version},priority={version}"
+        answer = client.post("/api/v1/classify", json={"ticket_data": "printer screen broken"})
+        assert answer.status_code == 200
+        assert answer.json()["model_version"] == f"queue={version},priority={version}"
+        assert answer.json()["predicted_label"] in QUEUES
+
+        # the job row and its worker's process are gone; a new job may start
+        with store.session() as s:
+            row = s.get(TrainingJob, job_id)
+            assert row is not None and row.trigger == "api" and row.pid
+        assert _wait_gone(row.pid)
+    store.dispose()
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_cancel_then_train_again_and_worker_failure(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    store = Store(config.store_url)
+    install_tiny_models(config, store)
+    with live_api(config, store) as (client, _app):
+        client.post("/api/v1/train-data", content=sample_csv(), headers={"Content-Type": "text/csv"})
+        job_id = client.post("/api/v1/train", json={"fields": ["queue"], "epochs": 50}).json()["job_id"]
+        response = client.delete(f"/api/v1/train/{job_id}")
+        assert response.status_code == 200, response.text
+        assert response.json()["state"] == "cancelled"
+        # cancelling again: it already ended
+        assert client.post(f"/api/v1/train/{job_id}/cancel").status_code == 409
+        with store.session() as s:
+            pid = s.get(TrainingJob, job_id).pid  # type: ignore[union-attr]
+        assert _wait_gone(pid)
+        assert _poll(client, job_id)["state"] == "cancelled"
+
+        # a base model that cannot be trained from: the job fails with a one-line error, the service goes on
+        bogus = tmp_path / "bogus-base"
+        bogus.mkdir()
+        (bogus / "config.json").write_text("{}", encoding="utf-8")
+        response = client.post("/api/v1/train", json={"fields": ["queue"], "base_model": str(bogus)})
+        assert response.status_code == 202, response.text
+        job = _poll(client, response.json()["job_id"])
+        assert job["state"] == "failed"
+        assert job["error"] and "\n" not in job["error"] and "Traceback" not in job["error"]
+        log_file = job_dir(config, job["job_id"]) / "worker.log"
+        assert "Traceback" in log_file.read_text(encoding="utf-8")
+        assert client.post("/api/v1/classify", json={"ticket_data": "printer"}).status_code == 200
+        # nothing was activated
+        listing = client.get("/api/v1/models").json()
+        assert {m["version"] for m in listing["models"] if m["active"]} == {"tiny-1"}
+    store.dispose()
+
+
+def test_stale_running_job_is_settled_at_start(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    store = Store(config.store_url)
+    install_tiny_models(config, store)
+    from connector.store.db import utcnow
+
+    with store.session() as s:
+        s.add(TrainingJob(state="running", trigger="api", params={}, progress=0.4, metrics={}, pid=2**22 + 12345, created_at=utcnow()))
+    with live_api(config, store) as (client, _app):
+        job = client.get("/api/v1/train/1").json()
+        assert job["state"] == "failed" and "interrupted" in job["error"]
+    store.dispose()
+
+
+def test_job_running_in_another_process_blocks_training(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    store = Store(config.store_url)
+    install_tiny_models(config, store)
+    from connector.store.db import utcnow
+
+    with live_api(config, store) as (client, _app):
+        client.post("/api/v1/train-data", content=sample_csv(), headers={"Content-Type": "text/csv"})
+        with store.session() as s:  # e.g. the learning loop's retraining, alive (this very process)
+            s.add(TrainingJob(state="running", trigger="schedule", params={}, progress=0.1, metrics={}, pid=os.getpid(), created_at=utcnow()))
+        response = client.post("/api/v1/train")
+        assert response.status_code == 409
+        # and it is not ours to cancel
+        other = response.json()["error"]["job_id"]
+        assert client.delete(f"/api/v1/train/{other}").status_code == 409
+    store.dispose()
+
+
+def test_worker_lowers_its_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector.api import train_worker
+
+    niced: list[int] = []
+    monkeypatch.setattr(train_worker.os, "nice", lambda inc: niced.append(inc) or inc)
+    train_worker._lower_priority()
+    assert niced == [train_worker.NICE_INCREMENT]
+
+    spec = JobSpec(
+        job_id=1, store_url="sqlite://", state_dir=str(tmp_path), models_dir=str(tmp_path), dataset_id=1,
+        dataset_path="x", fields=["queue"], model={}, training={},
+    )
+    spec.write(tmp_path / "spec.json")
+    assert JobSpec.read(tmp_path / "spec.json") == spec
+    assert "token" not in (tmp_path / "spec.json").read_text()
