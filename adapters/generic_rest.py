@@ -38,7 +38,6 @@ from adapters.base import (
     Adapter,
     AdapterError,
     AdapterSettings,
-    NotFoundError,
     PermanentError,
     ProtocolError,
     Ticket,
@@ -297,8 +296,8 @@ class FieldPaths(_Section):
     state: str | None = "state"
     created: str | None = "created_at"
     updated: str | None = "updated_at"
-    #: the body is HTML (``null``: detect it from the text)
-    body_is_html: bool | None = False
+    #: the body is always HTML (``false``: HTML is detected from the text)
+    body_is_html: bool = False
     #: more fields copied into ``Ticket.extra``: name -> JSON path
     extra: dict[str, str] = Field(default_factory=dict)
 
@@ -434,13 +433,18 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if isinstance(value, int | float):
         seconds = value / 1000 if value > 1e11 else value
-        return datetime.fromtimestamp(seconds, UTC)
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (ValueError, OverflowError, OSError):
+            return None
     if isinstance(value, str):
         text = value.strip()
         try:
-            return parse_time(float(text))
+            number = float(text)
         except ValueError:
             pass
+        else:
+            return parse_time(number)
         try:
             when = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" UTC", "+00:00"))
         except ValueError:
@@ -535,16 +539,16 @@ class GenericRestAdapter(Adapter):
     def __init__(
         self,
         name: str,
-        settings: AdapterSettings,
+        settings: AdapterSettings | Mapping[str, Any],
         *,
         source_queues: list[str],
         source_states: list[str],
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if isinstance(settings, Mapping):
+            settings = GenericRestSettings.model_validate(settings)
         if not isinstance(settings, GenericRestSettings):
-            settings = GenericRestSettings.model_validate(
-                settings.model_dump() if isinstance(settings, BaseModel) else settings
-            )
+            raise TypeError(f"GenericRestAdapter needs GenericRestSettings, not {type(settings).__name__}")
         super().__init__(name, settings, source_queues=source_queues, source_states=source_states)
         s = settings
         headers = dict(s.headers)
@@ -629,7 +633,21 @@ class GenericRestAdapter(Adapter):
             response = await self.transport.request_write(spec.method, url, **kwargs)
         else:
             response = await self.transport.request(spec.method, url, **kwargs)
-        return decode_json(response, self.name)
+        return self._decode(response)
+
+    def _decode(self, response: httpx.Response) -> Any:
+        """The answer's JSON; invalid UTF-8 inside it (one bad ticket) is replaced, not fatal for the page."""
+        try:
+            return decode_json(response, self.name)
+        except ProtocolError as exc:
+            if not isinstance(exc.__cause__, UnicodeDecodeError):
+                raise
+            try:
+                data = json.loads(response.content.decode("utf-8", errors="replace"))
+            except json.JSONDecodeError:
+                raise exc from None
+            log.debug("%s: answer of %s held invalid UTF-8; decoded with replacement", self.name, response.request.url.path)
+            return data
 
     def _protocol(self, message: str) -> ProtocolError:
         return ProtocolError(message, system=self.name)
@@ -653,7 +671,7 @@ class GenericRestAdapter(Adapter):
             state=_text(get_path(item, p["state"])) if "state" in p else None,
             created_at=parse_time(get_path(item, p["created"])) if "created" in p else None,
             updated_at=parse_time(get_path(item, p["updated"])) if "updated" in p else None,
-            body_is_html=bool(self.settings.fields.body_is_html),
+            body_is_html=self.settings.fields.body_is_html,
             extra={name: get_path(item, path) for name, path in self._p_extra.items()},
         )
 
@@ -842,11 +860,4 @@ class GenericRestAdapter(Adapter):
         await self.transport.aclose()
 
 
-__all__ = [
-    "GenericRestAdapter",
-    "GenericRestSettings",
-    "NotFoundError",
-    "get_path",
-    "parse_path",
-    "render_json",
-]
+__all__ = ["GenericRestAdapter", "GenericRestSettings", "get_path", "parse_path", "render_json"]

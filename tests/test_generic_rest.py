@@ -614,3 +614,30 @@ def test_documented_home_grown_example_works(tmp_path: Path) -> None:
     pages, _ = run(collect(adapter.list_resolved_tickets(datetime.fromtimestamp(1732750000, UTC), None, 10)))
     assert [t.id for p in pages for t in p] == ["5"]
     assert desk.requests[-1].url.params["closed_after"] == "1732750000"  # time_format: epoch
+
+
+def test_bad_tickets_do_not_break_the_listing(sandbox) -> None:
+    sandbox.db.create_ticket("empty", "")
+    sandbox.db.create_ticket("huge", "x" * 1_000_000)
+    sandbox.db.create_ticket("html only", "<html><body><p>Printer <b>broken</b></p></body></html>")
+    adapter = make(sandbox.api)
+    pages, _ = run(collect(adapter.list_new_tickets(None, 50)))
+    empty, huge, html = pages[0]
+    assert empty.body == "" and len(huge.body or "") == 1_000_000 and (html.body or "").startswith("<html>")
+    # invalid UTF-8 inside one ticket of an otherwise fine answer: replaced, the page still arrives
+    raw = (b'{"items": [{"id": 1, "subject": "caf\xe9", "body": "ok", "queue": "Inbox", "state": "new"},'
+           b' {"id": 2, "subject": "fine", "body": "b", "queue": "Inbox", "state": "new"}]}')
+    sandbox.faults.add(path="/api/tickets$", status=200, body=raw)
+    pages, _ = run(collect(adapter.list_new_tickets(None, 50)))
+    assert [t.id for t in pages[0]] == ["1", "2"] and pages[0][0].subject == "caf\ufffd"
+
+
+def test_unreadable_times_are_left_empty(sandbox) -> None:
+    from adapters.generic_rest import parse_time
+
+    assert parse_time("2024-11-28T00:00:00+01:00").isoformat() == "2024-11-27T23:00:00+00:00"  # type: ignore[union-attr]
+    assert parse_time(1700000000000) == parse_time(1700000000)  # milliseconds
+    for junk in ("yesterday", "inf", "nan", 1e400, True, {"a": 1}, ""):
+        assert parse_time(junk) is None
+    sandbox.faults.add(path="/api/tickets/1$", status=200, body='{"id": 1, "subject": "s", "updated_at": "soon"}')
+    assert run(make(sandbox.api).get_ticket("1")).updated_at is None

@@ -49,7 +49,8 @@ class Fault:
     path: str = ".*"
     method: str = "*"
     status: int = 500
-    body: str = '{"error": {"code": "injected", "message": "injected fault"}}'
+    #: text, or bytes (e.g. invalid UTF-8)
+    body: str | bytes = '{"error": {"code": "injected", "message": "injected fault"}}'
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     #: seconds to wait before answering (a delay alone, with status 0, then serves the real answer)
