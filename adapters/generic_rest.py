@@ -331,6 +331,10 @@ class GenericRestSettings(AdapterSettings):
     #: how ``{since}`` is written: ``iso`` (2024-05-01T12:00:00Z), ``epoch`` (seconds), ``epoch_ms``,
     #: or a strftime pattern such as ``%Y-%m-%d %H:%M:%S`` (UTC)
     time_format: str = "iso"
+    #: JSON path that, when present and not empty in an answer (even an HTTP 200 one), means the request
+    #: failed, e.g. ``error`` or ``errors[0].message``; for ``update`` it is also matched by
+    #: ``update.unknown_value_pattern``
+    error_path: str | None = None
     paging: PagingSettings = Field(default_factory=PagingSettings)
     fields: FieldPaths = Field(default_factory=FieldPaths)
     list_new: ListRequest = Field(default_factory=_default_list_new)
@@ -344,6 +348,13 @@ class GenericRestSettings(AdapterSettings):
     )
     queues: ValueList = Field(default_factory=lambda: ValueList(path="/queues"))
     priorities: ValueList = Field(default_factory=lambda: ValueList(path="/priorities"))
+
+    @field_validator("error_path")
+    @classmethod
+    def _error_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_path(value)
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -590,6 +601,7 @@ class GenericRestAdapter(Adapter):
             if path is not None
         }
         self._p_extra = {name: parse_path(path) for name, path in f.extra.items()}
+        self._p_error = parse_path(s.error_path) if s.error_path is not None else None
         self._note_in_update = uses_placeholder(s.update.body, "note")
         self._warned_no_note = False
 
@@ -633,7 +645,21 @@ class GenericRestAdapter(Adapter):
             response = await self.transport.request_write(spec.method, url, **kwargs)
         else:
             response = await self.transport.request(spec.method, url, **kwargs)
-        return self._decode(response)
+        data = self._decode(response)
+        if self._p_error is not None:
+            error = get_path(data, self._p_error)
+            if error not in (None, "", [], {}, False):
+                text = error if isinstance(error, str) else json.dumps(error, ensure_ascii=False)
+                exc = PermanentError(
+                    f"{spec.method} {url} answered HTTP {response.status_code} with an error at "
+                    f"error_path={self.settings.error_path!r}: {text[:300]}",
+                    system=self.name,
+                )
+                exc.status_code = response.status_code  # type: ignore[attr-defined]
+                exc.response_text = text[:4000]  # type: ignore[attr-defined]
+                exc.at_error_path = True  # type: ignore[attr-defined]
+                raise exc
+        return data
 
     def _decode(self, response: httpx.Response) -> Any:
         """The answer's JSON; invalid UTF-8 inside it (one bad ticket) is replaced, not fatal for the page."""
@@ -796,9 +822,13 @@ class GenericRestAdapter(Adapter):
         status = getattr(exc, "status_code", None)
         text = getattr(exc, "response_text", "") or ""
         spec = self.settings.update
-        if status in spec.unknown_value_status and (
-            spec.unknown_value_pattern is None or re.search(spec.unknown_value_pattern, text)
-        ):
+        pattern_ok = spec.unknown_value_pattern is None or re.search(spec.unknown_value_pattern, text) is not None
+        if getattr(exc, "at_error_path", False):
+            # an error reported in the answer's body: unknown value only when the pattern says so
+            is_unknown = spec.unknown_value_pattern is not None and pattern_ok
+        else:
+            is_unknown = status in spec.unknown_value_status and pattern_ok
+        if is_unknown:
             wanted = ", ".join(
                 f"{k} {v!r}" for k, v in (("queue", change.queue), ("priority", change.priority)) if v is not None
             )

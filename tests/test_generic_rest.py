@@ -641,3 +641,23 @@ def test_unreadable_times_are_left_empty(sandbox) -> None:
         assert parse_time(junk) is None
     sandbox.faults.add(path="/api/tickets/1$", status=200, body='{"id": 1, "subject": "s", "updated_at": "soon"}')
     assert run(make(sandbox.api).get_ticket("1")).updated_at is None
+
+
+def test_error_reported_in_a_200_answer() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"error": None, "ticket": {"id": 1, "subject": "s"}})
+        change = json.loads(request.content)
+        if change.get("queue") == "Nope":
+            return httpx.Response(200, json={"error": {"code": "E_QUEUE_UNKNOWN", "msg": "no such queue"}})
+        return httpx.Response(200, json={"error": {"code": "E_LOCKED", "msg": "ticket is locked"}})
+
+    adapter = make("http://h.example", transport=httpx.MockTransport(handler), error_path="error",
+                   get_ticket={"ticket": "ticket"}, add_note=None,
+                   update={"unknown_value_pattern": "E_QUEUE_UNKNOWN"})  # fmt: skip
+    assert run(adapter.get_ticket("1")).subject == "s"  # a null error is no error
+    with pytest.raises(UnknownValueError, match="E_QUEUE_UNKNOWN"):
+        run(adapter.update_ticket("1", TicketChange(queue="Nope")))
+    with pytest.raises(PermanentError, match="error_path='error'.*ticket is locked") as info:
+        run(adapter.update_ticket("1", TicketChange(queue="HR")))
+    assert not isinstance(info.value, UnknownValueError)
