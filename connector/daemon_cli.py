@@ -202,12 +202,22 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="--check: seconds since the last poll that still count as alive "
                               "(default: 3 x poll_interval + 600, room for the backoff while a helpdesk is down)"),
         ] = None,
+        learning: Annotated[
+            bool,
+            typer.Option("--learning", help="the learning loop: corrections per label, share routed automatically, "
+                                            "active model, drift, retraining jobs"),
+        ] = False,
     ) -> None:
         """Per system: last poll, decisions routed / suggested / skipped / failed, last error."""
         from connector.store.db import Store, utcnow
         from connector.store.decisions import DecisionStore
 
         cfg = load_or_exit(config)
+        if learning:
+            from connector.learning.cli import print_learning_status
+
+            print_learning_status(cfg, as_json=as_json)
+            return
         store = Store(cfg.store_url)
         try:
             decisions = DecisionStore(store, cfg.instance_id)
@@ -275,3 +285,7 @@ def register(app: typer.Typer) -> None:
                 (f"{r['last_error']} ({r['consecutive_failures']}x)" if r["last_error"] else "-"),
             )
         Console(width=200).print(table)
+        if cfg.learning.enabled:
+            from connector.learning.cli import print_learning_status
+
+            print_learning_status(cfg, as_json=False)
