@@ -130,6 +130,20 @@ TRAINING_JOBS = Counter(
     namespace=NAMESPACE,
     registry=REGISTRY,
 )
+OVERRIDE_RATE = Gauge(
+    "override_rate",
+    "Share of the daemon's writes of a value (a mapped queue or priority) that people changed (after each export)",
+    ["system", "field", "value"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+AUTOMATIC_SHARE = Gauge(
+    "automatic_share",
+    "Share of decided tickets the daemon routed automatically (status applied), after each export",
+    ["system"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 
 # --------------------------------------------------------------------------- REST API
 
