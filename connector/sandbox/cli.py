@@ -41,7 +41,7 @@ def sandbox(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Start a small helpdesk on 127.0.0.1 (SQLite + REST API) to try the connector against."""
-    from connector.sandbox.server import serve
+    from connector.sandbox.server import bind, serve
 
     if token_file is not None:
         try:
@@ -54,6 +54,13 @@ def sandbox(
             typer.echo("error: give either --seed or --sample", err=True)
             raise typer.Exit(2)
         seed, seed_as_new = sample_tickets_path(), True
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: serving on {host}: the sandbox is not hardened, keep it on 127.0.0.1", err=True)
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc} (another sandbox? use --port)", err=True)
+        raise typer.Exit(2) from None
     database = SandboxDB(db, reset=reset)
     if seed is not None:
         existing = database.count_tickets()
@@ -72,7 +79,7 @@ def sandbox(
         f" API docs at http://{host}:{port}/docs"
     )
     os.environ.pop(TOKEN_ENV, None)
-    serve(database, host=host, port=port, token=token, log_level=log_level)
+    serve(database, token=token, log_level=log_level, sock=sock)
 
 
 def register(app: typer.Typer) -> None:

@@ -120,6 +120,7 @@ def running_sandbox(
     token: str | None = None,
     seed: str | Path | None = None,
     seed_as_new: bool = False,
+    reset: bool = False,
     queues: Sequence[str] | None = None,
     priorities: Sequence[str] | None = None,
     host: str = "127.0.0.1",
@@ -130,14 +131,15 @@ def running_sandbox(
     """Serve a sandbox on a free port of 127.0.0.1; yields its :class:`SandboxHandle`.
 
     ``path``: a directory (``sandbox.db`` inside), a DB file, or ``None`` for an
-    in-memory DB.  The server stops and the DB closes when the block ends.
+    in-memory DB; an existing file is reused unless ``reset``.  The server stops
+    and the DB closes when the block ends.
 
     By default the server runs in a background thread of this process.  With
     ``process=True`` it runs in a child process (a DB file is then required):
     nothing shares this process's GIL, as benchmarks need; ``handle.db`` is a
     second connection to the same file and ``handle.faults`` goes over HTTP.
     """
-    db = open_db(path)
+    db = open_db(path, reset=reset)
     if queues is not None:
         db.set_queues(queues)
     if priorities is not None:
@@ -239,9 +241,17 @@ def serve(
     port: int = 8099,
     token: str | None = None,
     log_level: str = "info",
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve the sandbox in the foreground until interrupted (Ctrl-C / SIGTERM)."""
+    """Serve the sandbox in the foreground until interrupted (Ctrl-C / SIGTERM).
+
+    ``sock``: an already bound socket (see :func:`bind`); else ``host``:``port`` is bound here.
+    """
     app = create_app(db, token=token)
-    config = _uvicorn_config(app, log_level)
-    config.host, config.port = host, port
-    uvicorn.Server(config).run()
+    sock = sock or bind(host, port)
+    uvicorn.Server(_uvicorn_config(app, log_level)).run(sockets=[sock])
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; OSError (e.g. the port is in use) is raised here, before anything is served."""
+    return _bind(host, port)
