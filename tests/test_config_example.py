@@ -44,3 +44,13 @@ def test_example_mentions_every_key() -> None:
     expected += [f"systems.*.connection.{k}" for k in _keys(GenericRestSettings)]
     missing = [k for k in expected if k.rsplit(".", 1)[-1] not in mentioned]
     assert not missing, f"config.example.yaml does not mention: {', '.join(missing)}"
+
+
+def test_check_config_accepts_the_example() -> None:
+    from typer.testing import CliRunner
+
+    from connector.cli import app
+
+    result = CliRunner().invoke(app, ["check-config", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
