@@ -135,6 +135,15 @@ def test_learning_loop_end_to_end(tmp_path: Path) -> None:
     assert {(c.ticket_id, c.field, c.predicted, c.final) for c in corrections} == expected
     assert _counter("sandbox", "queue") - before_queue == sum(1 for e in expected if e[1] == "queue")
     assert _counter("sandbox", "priority") - before_priority == sum(1 for e in expected if e[1] == "priority")
+    # the override-rate gauge, as set after the export: corrected / written, per written queue value
+    for value in {e[2] for e in expected if e[1] == "queue"}:
+        written = sum(1 for i in range(n) if decisions[str(i + 1)].applied.get("queue") == value)
+        corrected = sum(1 for e in expected if e[1] == "queue" and e[2] == value)
+        gauge = metrics.REGISTRY.get_sample_value(
+            "helpdesk_connector_override_rate", {"system": "sandbox", "field": "queue", "value": value}
+        )
+        assert gauge == pytest.approx(corrected / written)
+    assert metrics.REGISTRY.get_sample_value("helpdesk_connector_automatic_share", {"system": "sandbox"}) == 1.0
 
     # retraining: triggered by the export, promoted under the registry's rule, swapped into the daemon
     retrained = cycle.retrained
