@@ -161,6 +161,9 @@ class Pipeline:
         self.executor = executor
         self.stop_event = stop_event or asyncio.Event()
         self._abort: BaseException | None = None
+        self._started: set[str] = set()
+        self._to_release: set[str] = set()
+        self._pending: list[tuple[str, str, str | None, str | None, dict[str, Any] | None]] = []
         metrics.init_system(name)
 
     # ------------------------------------------------------------------ helpers
@@ -271,17 +274,73 @@ class Pipeline:
     # ------------------------------------------------------------------ one page
 
     async def _process(self, tickets: Sequence[Ticket], result: PollResult) -> bool:
-        """Route a page of undecided tickets; False when some were left for later (shutdown)."""
-        tickets = await self._with_bodies(tickets, result)
-        if not tickets:
+        """Route a page of undecided tickets; False when some were left for later (shutdown).
+
+        Store writes are batched: the page's claims (and its final records:
+        dry-run, skipped, failed) go in one transaction, its outcomes in
+        another, so a page costs a few commits however many tickets it holds.
+        """
+        tickets, unreadable = await self._with_bodies(tickets)
+        finals: list[tuple[NewDecision, str, str | None, str | None]] = []
+        logs: dict[str, tuple[Prediction | None, str, str, int]] = {}
+        for ticket, exc in unreadable:
+            new = NewDecision(self.name, ticket.id, self.system.mode, original=snapshot(ticket))
+            finals.append((new, "failed", "cannot read the ticket", describe_error(exc)))
+            logs[ticket.id] = (None, "failed", f"error={describe_error(exc)!r}", logging.WARNING)
+        plans: list[tuple[Ticket, Prediction, RoutingDecision, NewDecision]] = []
+        if tickets:
+            classifier = self.holder.current  # one model for the whole page, even if a swap happens meanwhile
+            predictions = await self._classify(classifier, tickets)
+            for ticket, prediction in zip(tickets, predictions, strict=True):
+                if isinstance(prediction, BaseException):
+                    new = NewDecision(self.name, ticket.id, self.system.mode, original=snapshot(ticket))
+                    error = describe_error(prediction)
+                    finals.append((new, "failed", "the classifier failed on this ticket's text", error))
+                    logs[ticket.id] = (None, "failed", f"error={error!r}", logging.WARNING)
+                    continue
+                decision = decide(prediction, self.system, ticket)
+                new = NewDecision(
+                    system=self.name,
+                    ticket_id=ticket.id,
+                    mode=self.system.mode,
+                    model_version=prediction.model_version,
+                    predictions=dict(prediction.as_dict()),
+                    original=snapshot(ticket),
+                    planned=decision.planned(),
+                )
+                if decision.change is None:
+                    finals.append((new, decision.status, decision.reason_text(), None))
+                    logs[ticket.id] = (prediction, decision.status, self._would(decision), logging.INFO)
+                else:
+                    plans.append((ticket, prediction, decision, new))
+        if not finals and not plans:
             return True
-        classifier = self.holder.current  # one model for the whole page, even if a swap happens meanwhile
-        predictions = await self._classify(classifier, tickets)
+        won = await self._db(self.decisions.claim_many, [plan[3] for plan in plans], finals)
+        for new, status, _, _ in finals:
+            if new.ticket_id in won:
+                result.outcomes[status] += 1
+                prediction, _, detail, level = logs[new.ticket_id]
+                self._log_decision(new.ticket_id, prediction, status, detail, level=level)
+        mine = [plan for plan in plans if plan[3].ticket_id in won]
+        for plan in plans:
+            if plan[3].ticket_id not in won:
+                log.debug("%s: ticket %s is decided by another instance", self.name, plan[3].ticket_id)
+        if not mine:
+            return True
         semaphore = asyncio.Semaphore(self.system.max_concurrent_writes)
-        outcomes = await asyncio.gather(
-            *(self._route(semaphore, t, p, result) for t, p in zip(tickets, predictions, strict=True)),
-            return_exceptions=True,  # every ticket task ends before the poll goes on or fails
-        )
+        self._started = set()
+        self._to_release = set()
+        self._pending = []
+        completed = False
+        try:
+            outcomes = await asyncio.gather(
+                *(self._route(semaphore, t, p, d, result) for t, p, d, _ in mine),
+                return_exceptions=True,  # every ticket task ends before the poll goes on or fails
+            )
+            completed = True
+        finally:
+            unstarted = {plan[3].ticket_id for plan in mine} - self._started
+            await self._settle(self._to_release | unstarted, in_cancellation=not completed)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -289,8 +348,27 @@ class Pipeline:
             raise PollAborted(self._abort)
         return all(outcomes)
 
-    async def _with_bodies(self, tickets: Sequence[Ticket], result: PollResult) -> list[Ticket]:
-        """Read the full ticket where the listing had no body (bounded concurrency)."""
+    async def _settle(self, release: set[str], *, in_cancellation: bool = False) -> None:
+        """Record the outcomes gathered so far and drop claims whose write never started (one transaction each)."""
+        pending, self._pending = self._pending, []
+        if in_cancellation:  # the task is being cancelled: no more awaiting, a few ms of blocking is fine
+            if pending:
+                self.decisions.finish_many(self.name, pending)
+            if release:
+                self.decisions.release_many(self.name, release)
+                log.info("%s: %d claim(s) released (their write had not started)", self.name, len(release))
+            return
+        if pending:
+            await self._db(self.decisions.finish_many, self.name, pending)
+        if release:
+            await self._db(self.decisions.release_many, self.name, release)
+            log.debug("%s: %d claim(s) released", self.name, len(release))
+
+    async def _with_bodies(self, tickets: Sequence[Ticket]) -> tuple[list[Ticket], list[tuple[Ticket, BaseException]]]:
+        """Read the full ticket where the listing had no body (bounded concurrency).
+
+        Returns the readable tickets and those that failed permanently (each with its error).
+        """
         semaphore = asyncio.Semaphore(self.system.max_concurrent_writes)
 
         async def full(ticket: Ticket) -> Ticket | BaseException:
@@ -303,6 +381,7 @@ class Pipeline:
                     return exc
 
         out: list[Ticket] = []
+        failed: list[tuple[Ticket, BaseException]] = []
         fatal: BaseException | None = None
         for ticket, got in zip(tickets, await asyncio.gather(*(full(t) for t in tickets)), strict=True):
             if isinstance(got, Ticket):
@@ -311,19 +390,11 @@ class Pipeline:
                 fatal = fatal or got
             elif isinstance(got, NotFoundError):
                 log.debug("%s: ticket %s vanished before it was read", self.name, ticket.id)
-            elif isinstance(got, PermanentError):
-                await self._record_failed_unclaimed(ticket, got, result)
+            else:
+                failed.append((ticket, got))
         if fatal is not None:
             raise PollAborted(fatal)
-        return out
-
-    async def _record_failed_unclaimed(
-        self, ticket: Ticket, exc: BaseException, result: PollResult, *, reason: str = "cannot read the ticket"
-    ) -> None:
-        new = NewDecision(self.name, ticket.id, self.system.mode, original=snapshot(ticket))
-        if await self._db(self.decisions.record, new, "failed", error=describe_error(exc), reason=reason):
-            result.outcomes["failed"] += 1
-            self._log_decision(ticket.id, None, "failed", f"error={describe_error(exc)!r}", level=logging.WARNING)
+        return out, failed
 
     async def _classify(self, classifier: Classifier, tickets: Sequence[Ticket]) -> list[Prediction | BaseException]:
         """Predictions in ticket order; a text the model chokes on gets its exception instead."""
@@ -376,36 +447,19 @@ class Pipeline:
         return None
 
     async def _route(
-        self, semaphore: asyncio.Semaphore, ticket: Ticket, prediction: Prediction | BaseException, result: PollResult
+        self,
+        semaphore: asyncio.Semaphore,
+        ticket: Ticket,
+        prediction: Prediction,
+        decision: RoutingDecision,
+        result: PollResult,
     ) -> bool:
-        """Decide, claim, re-read, write and record one ticket; False if it was not started."""
+        """Re-read, write and record one claimed ticket; False if it was not started."""
         async with semaphore:
             if self._abort is not None or self.stopping:
                 return False
-            if isinstance(prediction, BaseException):
-                await self._record_failed_unclaimed(
-                    ticket, prediction, result, reason="the classifier failed on this ticket's text"
-                )
-                return True
-            decision = decide(prediction, self.system, ticket)
-            new = NewDecision(
-                system=self.name,
-                ticket_id=ticket.id,
-                mode=self.system.mode,
-                model_version=prediction.model_version,
-                predictions=dict(prediction.as_dict()),
-                original=snapshot(ticket),
-                planned=decision.planned(),
-            )
-            if decision.change is None:
-                if await self._db(self.decisions.record, new, decision.status, reason=decision.reason_text()):
-                    result.outcomes[decision.status] += 1
-                    self._log_decision(ticket.id, prediction, decision.status, self._would(decision))
-                return True
-            if not await self._db(self.decisions.claim, new):
-                log.debug("%s: ticket %s is decided by another instance", self.name, ticket.id)
-                return True
-            await self._write_claimed(ticket.id, new.original, decision, prediction, result)
+            self._started.add(ticket.id)
+            await self._write_claimed(ticket.id, snapshot(ticket), decision, prediction, result)
             return True
 
     @staticmethod
@@ -429,23 +483,25 @@ class Pipeline:
             try:
                 current = await self._call("get", self.adapter.get_ticket(ticket_id))
             except NotFoundError:
-                await self._finish(ticket_id, prediction, "changed", result, reason="ticket no longer exists")
+                self._finish(ticket_id, prediction, "changed", result, reason="ticket no longer exists")
                 return
             reason = self._changed_reason(original, current)
             if reason is not None:
-                await self._finish(ticket_id, prediction, "changed", result, reason=f"changed by someone else: {reason}")
+                self._finish(ticket_id, prediction, "changed", result, reason=f"changed by someone else: {reason}")
                 return
-            await self._db(self.decisions.mark_writing, self.name, ticket_id)
+            if change.queue is None and change.priority is None:
+                # a note-only write leaves no trace reconciliation could read: mark it first
+                await self._db(self.decisions.mark_writing, self.name, ticket_id)
             writing = True
             await self._call("update", self.adapter.update_ticket(ticket_id, change))
         except (TransientError, AuthenticationError) as exc:
             # the system is down or refuses us: undo the claim, the next poll decides afresh
             self._abort = self._abort or exc
-            await self._db(self.decisions.release, self.name, ticket_id)
+            self._to_release.add(ticket_id)
             log.debug("%s: ticket %s released after %s", self.name, ticket_id, describe_error(exc))
             return
         except PermanentError as exc:
-            await self._finish(
+            self._finish(
                 ticket_id, prediction, "failed", result, error=describe_error(exc), reason="the helpdesk refused the change"
             )
             return
@@ -453,15 +509,15 @@ class Pipeline:
             if writing:
                 log.warning("%s: ticket %s abandoned during its write; reconciled at the next poll", self.name, ticket_id)
             else:
-                self.decisions.release(self.name, ticket_id)
-                log.info("%s: ticket %s abandoned before its write (claim released)", self.name, ticket_id)
+                self._to_release.add(ticket_id)
+                log.info("%s: ticket %s abandoned before its write", self.name, ticket_id)
             raise
         applied = {k: v for k, v in (("queue", change.queue), ("priority", change.priority)) if v is not None}
         if change.note is not None:
             applied["note"] = True
-        await self._finish(ticket_id, prediction, decision.status, result, applied=applied, reason=decision.reason_text())
+        self._finish(ticket_id, prediction, decision.status, result, applied=applied, reason=decision.reason_text())
 
-    async def _finish(
+    def _finish(
         self,
         ticket_id: str,
         prediction: Prediction | None,
@@ -472,7 +528,8 @@ class Pipeline:
         error: str | None = None,
         applied: dict[str, Any] | None = None,
     ) -> None:
-        await self._db(self.decisions.finish, self.name, ticket_id, status, reason=reason, error=error, applied=applied)
+        """Queue the outcome of a claimed ticket (written by :meth:`_settle`) and log it."""
+        self._pending.append((ticket_id, status, reason, error, applied))
         result.outcomes[status] += 1
         if status == "failed":
             self._log_decision(ticket_id, prediction, status, f"error={error!r}", level=logging.WARNING)
@@ -488,13 +545,18 @@ class Pipeline:
         """Finish claims left by a crash: re-read each ticket and settle it.  Returns how many."""
         result = result or PollResult(self.name)
         records = await self._db(self.decisions.unfinished, self.name, self.claim_timeout)
-        if records:
-            log.info("%s: reconciling %d unfinished claim(s)", self.name, len(records))
-        for record in records:
-            if self.stopping:
-                break
-            await self._reconcile_one(record, result)
-            result.reconciled += 1
+        if not records:
+            return 0
+        log.info("%s: reconciling %d unfinished claim(s)", self.name, len(records))
+        self._pending = []
+        try:
+            for record in records:
+                if self.stopping:
+                    break
+                await self._reconcile_one(record, result)
+                result.reconciled += 1
+        finally:
+            await self._settle(set())
         return result.reconciled
 
     async def _reconcile_one(self, record: DecisionRecord, result: PollResult) -> None:
@@ -505,22 +567,22 @@ class Pipeline:
         try:
             current = await self._call("get", self.adapter.get_ticket(ticket_id))
         except NotFoundError:
-            await self._finish(ticket_id, None, "changed", result, reason="reconciled: ticket no longer exists")
+            self._finish(ticket_id, None, "changed", result, reason="reconciled: ticket no longer exists")
             return
         except (TransientError, AuthenticationError) as exc:
             raise PollAborted(exc) from exc
         except PermanentError as exc:
-            await self._finish(ticket_id, None, "failed", result, error=describe_error(exc), reason="reconciliation")
+            self._finish(ticket_id, None, "failed", result, error=describe_error(exc), reason="reconciliation")
             return
         fields = {k: planned[k] for k in ("queue", "priority") if planned.get(k) is not None}
         if fields and all(getattr(current, k) == v for k, v in fields.items()):
-            await self._finish(
+            self._finish(
                 ticket_id, None, final, result, applied={**fields, **({"note": True} if change.note else {})},
                 reason="reconciled: the ticket shows the planned values",
             )
             return
         if not fields and record.attempts > 0:
-            await self._finish(
+            self._finish(
                 ticket_id, None, final, result, applied={},
                 reason="reconciled: the note-only write was interrupted and cannot be verified; not repeated",
             )
@@ -528,7 +590,7 @@ class Pipeline:
         partially_written = any(getattr(current, k) == v for k, v in fields.items())
         reason = self._changed_reason(record.original, current, allowed=fields if partially_written else None)
         if reason is not None:
-            await self._finish(ticket_id, None, "changed", result, reason=f"reconciled: changed by someone else: {reason}")
+            self._finish(ticket_id, None, "changed", result, reason=f"reconciled: changed by someone else: {reason}")
             return
         try:
             await self._db(self.decisions.mark_writing, self.name, ticket_id)
@@ -536,7 +598,7 @@ class Pipeline:
         except (TransientError, AuthenticationError) as exc:
             raise PollAborted(exc) from exc
         except PermanentError as exc:
-            await self._finish(ticket_id, None, "failed", result, error=describe_error(exc), reason="reconciliation")
+            self._finish(ticket_id, None, "failed", result, error=describe_error(exc), reason="reconciliation")
             return
         applied = {**fields, **({"note": True} if change.note else {})}
-        await self._finish(ticket_id, None, final, result, applied=applied, reason="reconciled: write finished after restart")
+        self._finish(ticket_id, None, final, result, applied=applied, reason="reconciled: write finished after restart")

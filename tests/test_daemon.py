@@ -248,7 +248,7 @@ def test_stop_request_during_a_poll_finishes_cleanly(tmp_path: Path) -> None:
 
         async def scenario() -> None:
             task = asyncio.create_task(daemon.run())
-            while not decisions(config).counts().get("sandbox", {}).get("applied"):
+            while not any(sandbox.db.get_ticket(i).queue == "Hardware" for i in ids):
                 await asyncio.sleep(0.05)
             daemon.request_stop()
             await asyncio.wait_for(task, 10)

@@ -34,41 +34,51 @@ def pipeline(store: Store, adapter: MemoryAdapter, instance: str = "host-a", **c
                     ClassifierHolder(KeywordClassifier()), claim_timeout=600)
 
 
-def crash_on(p: Pipeline, method: str, ticket_id: str) -> None:
-    original = getattr(p.decisions, method)
+def crash_when_recording(p: Pipeline) -> None:
+    """The process dies after the writes of a page, before their outcomes are stored."""
 
-    def crashing(system: str, tid: str, *args, **kwargs):
-        if tid == ticket_id:
-            raise Crash(f"killed during {method} of {tid}")
-        return original(system, tid, *args, **kwargs)
+    def crashing(*args, **kwargs):
+        raise Crash("killed while recording outcomes")
 
-    setattr(p.decisions, method, crashing)
+    p.decisions.finish_many = crashing  # type: ignore[method-assign]
+
+
+def crash_when_writing(adapter: MemoryAdapter, ticket_id: str) -> None:
+    """The process dies as it starts writing ``ticket_id`` (nothing reaches the helpdesk)."""
+
+    def hook(operation: str, tid: str | None) -> None:
+        if operation == "update" and tid == ticket_id:
+            raise Crash(f"killed while writing {tid}")
+
+    adapter.hook = hook
 
 
 def test_crash_after_the_write_before_the_record(store: Store) -> None:
     adapter = MemoryAdapter(make_tickets(4))
     first = pipeline(store, adapter)
-    crash_on(first, "finish", "2")
+    crash_when_recording(first)
     result = asyncio.run(first.poll())
     assert isinstance(result.error, Crash)
-    assert adapter.updates["2"] == 1  # written, not recorded
-    assert DecisionStore(store, "x").get("mem", "2").status == "claimed"
-    # restart (same instance id): reconciliation sees the planned values on the ticket
+    assert all(adapter.updates[str(i)] == 1 for i in range(1, 5))  # written, not recorded
+    assert DecisionStore(store, "x").counts()["mem"] == {"claimed": 4}
+    # restart (same instance id): reconciliation sees the planned values on the tickets
     second = pipeline(store, adapter)
     result = asyncio.run(second.poll())
-    assert result.ok and result.reconciled == 1
+    assert result.ok and result.reconciled == 4
     record = DecisionStore(store, "x").get("mem", "2")
     assert record.status == "applied" and "shows the planned values" in record.reason
     assert all(adapter.updates[str(i)] == 1 for i in range(1, 5))  # nobody written twice
-    assert len(adapter.notes["2"]) == 1
+    assert all(len(adapter.notes[str(i)]) == 1 for i in range(1, 5))
 
 
 def test_crash_before_the_write(store: Store) -> None:
     adapter = MemoryAdapter(make_tickets(3))
     first = pipeline(store, adapter)
-    crash_on(first, "mark_writing", "2")
+    crash_when_writing(adapter, "2")
     assert isinstance(asyncio.run(first.poll()).error, Crash)
     assert adapter.updates["2"] == 0
+    assert DecisionStore(store, "x").counts()["mem"] == {"applied": 2, "claimed": 1}
+    adapter.hook = None
     second = pipeline(store, adapter)
     result = asyncio.run(second.poll())
     assert result.ok and result.reconciled == 1
@@ -80,8 +90,9 @@ def test_crash_before_the_write(store: Store) -> None:
 def test_ticket_changed_by_a_human_while_the_daemon_was_down(store: Store) -> None:
     adapter = MemoryAdapter(make_tickets(2))
     first = pipeline(store, adapter)
-    crash_on(first, "mark_writing", "1")
+    crash_when_writing(adapter, "1")
     asyncio.run(first.poll())
+    adapter.hook = None
     adapter.tickets["1"] = replace(adapter.tickets["1"], queue="HR")  # an agent moved it meanwhile
     result = asyncio.run(pipeline(store, adapter).poll())
     assert result.reconciled == 1
@@ -93,7 +104,7 @@ def test_ticket_changed_by_a_human_while_the_daemon_was_down(store: Store) -> No
 def test_suggest_mode_interrupted_write_is_not_repeated(store: Store) -> None:
     adapter = MemoryAdapter(make_tickets(1))
     first = pipeline(store, adapter, mode="suggest")
-    crash_on(first, "finish", "1")
+    crash_when_recording(first)
     asyncio.run(first.poll())
     assert len(adapter.notes["1"]) == 1
     asyncio.run(pipeline(store, adapter, mode="suggest").poll())
@@ -104,8 +115,9 @@ def test_suggest_mode_interrupted_write_is_not_repeated(store: Store) -> None:
 def test_stale_claim_of_another_instance_is_taken_over(store: Store) -> None:
     adapter = MemoryAdapter(make_tickets(2))
     crashed = pipeline(store, adapter, instance="host-a")
-    crash_on(crashed, "mark_writing", "1")
+    crash_when_writing(adapter, "1")
     asyncio.run(crashed.poll())
+    adapter.hook = None
     other = pipeline(store, adapter, instance="host-b")
     result = asyncio.run(other.poll())
     assert result.reconciled == 0  # host-a's claim is fresh: host-a may still be working on it

@@ -139,3 +139,21 @@ def test_cursor_and_poll_health(store: Store) -> None:
     DecisionStore(store, "b").poll_started("new-system")
     d.poll_started("new-system")
     assert set(d.health()) == {"rt", "new-system"}
+
+
+def test_batched_claims_records_finishes_and_releases(store: Store) -> None:
+    a = DecisionStore(store, "a")
+    b = DecisionStore(store, "b")
+    assert a.claim(new("2"))
+    won = b.claim_many([new("1"), new("2"), new("3")], [(new("4"), "dry_run", "dry-run", None),
+                                                       (new("5"), "failed", "cannot read", "ProtocolError: x")])
+    assert won == {"1", "3", "4", "5"}  # 2 was a's
+    assert b.get("rt", "2").claimed_by == "a"
+    assert b.get("rt", "5").error == "ProtocolError: x" and b.get("rt", "5").decided_at is not None
+    assert b.claim_many([new("1")]) == set()
+    with pytest.raises(ValueError):
+        b.claim_many([], [(new("9"), "claimed", None, None)])
+    assert b.finish_many("rt", [("1", "applied", "ok", None, {"queue": "IT"}), ("2", "applied", None, None, None)]) == 1
+    assert b.get("rt", "1").applied == {"queue": "IT"} and b.get("rt", "2").status == "claimed"
+    assert b.release_many("rt", ["3", "2", "1"]) == 1  # only b's unfinished claim of 3
+    assert b.counts()["rt"] == {"applied": 1, "claimed": 1, "dry_run": 1, "failed": 1}

@@ -14,7 +14,7 @@ calls them from a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -176,6 +176,106 @@ class DecisionStore:
         except IntegrityError:
             return False
         return True
+
+    def claim_many(
+        self,
+        claims: Sequence[NewDecision],
+        finals: Sequence[tuple[NewDecision, str, str | None, str | None]] = (),
+    ) -> set[str]:
+        """In one transaction: claim ``claims`` and record ``finals`` (decision, status, reason, error).
+
+        Returns the ticket ids this call inserted; the others had a decision
+        already (another daemon, an overlapping poll).  Uses ``INSERT … ON
+        CONFLICT DO NOTHING`` (SQLite, PostgreSQL): one commit for a whole page.
+        """
+        for _, status, _, _ in finals:
+            if status not in FINAL_STATUSES:
+                raise ValueError(f"not a final status: {status!r}")
+        rows = [(new, CLAIMED, None, None) for new in claims] + list(finals)
+        if not rows:
+            return set()
+        dialect = self.store.engine.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:  # one transaction per row elsewhere
+            won = {n.ticket_id for n in claims if self.claim(n)}
+            won |= {n.ticket_id for n, status, reason, error in finals if self.record(n, status, reason=reason, error=error)}
+            return won
+        now = utcnow()
+        won: set[str] = set()
+        with self.store.session() as session:
+            for new, status, reason, error in rows:
+                values = self._row_values(new, status, now, reason=reason, error=error)
+                statement = (
+                    dialect_insert(Decision)
+                    .values(**values)
+                    .on_conflict_do_nothing(index_elements=["system", "ticket_id"])
+                    .returning(Decision.ticket_id)
+                )
+                if session.execute(statement).first() is not None:
+                    won.add(new.ticket_id)
+        return won
+
+    def finish_many(self, system: str, items: Sequence[tuple[str, str, str | None, str | None, Mapping[str, Any] | None]]) -> int:
+        """Finish several of this instance's claims in one transaction: (ticket_id, status, reason, error, applied)."""
+        done = 0
+        now = utcnow()
+        with self.store.session() as session:
+            for ticket_id, status, reason, error, applied in items:
+                if status not in FINAL_STATUSES:
+                    raise ValueError(f"not a final status: {status!r}")
+                result = session.execute(
+                    update(Decision)
+                    .where(
+                        Decision.system == system,
+                        Decision.ticket_id == ticket_id,
+                        Decision.status == CLAIMED,
+                        Decision.claimed_by == self.instance_id,
+                    )
+                    .values(status=status, decided_at=now, reason=reason, error=error, applied=dict(applied or {}))
+                )
+                done += result.rowcount or 0
+        return done
+
+    def release_many(self, system: str, ticket_ids: Iterable[str]) -> int:
+        """Drop several of this instance's unfinished claims (their write never started)."""
+        ids = list(ticket_ids)
+        released = 0
+        with self.store.session() as session:
+            for start in range(0, len(ids), _IN_CHUNK):
+                result = session.execute(
+                    delete(Decision).where(
+                        Decision.system == system,
+                        Decision.ticket_id.in_(ids[start : start + _IN_CHUNK]),
+                        Decision.status == CLAIMED,
+                        Decision.claimed_by == self.instance_id,
+                    )
+                )
+                released += result.rowcount or 0
+        return released
+
+    def _row_values(
+        self, new: NewDecision, status: str, now: datetime, *, reason: str | None = None, error: str | None = None
+    ) -> dict[str, Any]:
+        return {
+            "system": new.system,
+            "ticket_id": new.ticket_id,
+            "status": status,
+            "mode": new.mode,
+            "claimed_by": self.instance_id,
+            "claimed_at": now,
+            "decided_at": None if status == CLAIMED else now,
+            "model_version": new.model_version,
+            "predictions": new.predictions,
+            "original": new.original,
+            "planned": new.planned,
+            "applied": {},
+            "reason": reason,
+            "error": error,
+            "attempts": 0,
+        }
 
     def mark_writing(self, system: str, ticket_id: str) -> None:
         """Note that the write to the helpdesk is about to start (reconciliation reads ``attempts``)."""
