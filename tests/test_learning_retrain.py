@@ -175,3 +175,17 @@ def test_too_small_evaluation_set_trains_nothing(tmp_path: Path) -> None:
     assert result.state == "failed"
     assert "held-apart evaluation set is too small" in result.error
     assert active_version(store) == "champ-0"
+
+
+def test_daemon_shutdown_cancels_a_running_training(env) -> None:
+    config, store = env
+    calls = {"n": 0}
+
+    def stop_after_start() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 3  # the daemon's stop flag rises while the worker runs
+
+    result = retrain(config, store, should_stop=stop_after_start, timeout=300)
+    assert result.state == "cancelled"
+    assert active_version(store) == "champ-0"
+    assert active_job(store) is None

@@ -70,6 +70,7 @@ async def run_cycle(
     adapter_factory: Callable[[AppConfig, str], Adapter] = make_adapter,
     allow_retrain: bool = True,
     trigger: str = "schedule",
+    should_stop: Callable[[], bool] | None = None,
 ) -> CycleResult:
     result = CycleResult()
     exporter = Exporter(config, store, adapter_factory=adapter_factory, on_correction=count_correction)
@@ -83,7 +84,7 @@ async def run_cycle(
         return result
     log.info("learning loop: retraining: %s", reason)
     try:
-        result.retrained = await asyncio.to_thread(retrain, config, store, trigger=trigger)
+        result.retrained = await asyncio.to_thread(retrain, config, store, trigger=trigger, should_stop=should_stop)
     except RetrainBusy as exc:
         log.info("learning loop: %s; retraining next time", exc)
     return result

@@ -15,6 +15,7 @@ corrections found against the daemon's decision for it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -314,7 +315,7 @@ class Exporter:
             await adapter.aclose()
 
     async def _export(self, system: str, adapter: Adapter, since_override: datetime | None) -> ExportStats:
-        run, resumed = _begin(self.store, system, since_override, self.clock())
+        run, resumed = await asyncio.to_thread(_begin, self.store, system, since_override, self.clock())
         stats = ExportStats(system=system, resumed=resumed)
         if resumed:
             log.info("export of %s resumes an interrupted run (started %s)", system, run.started.isoformat())
@@ -323,9 +324,10 @@ class Exporter:
             if page_cursor is not None:
                 cursor = page_cursor
             page_run = _RunState(run.since, cursor, run.started)
-            self._store_page(system, items, page_run, stats)
+            # the database work runs in a thread: the daemon's polls share this event loop
+            await asyncio.to_thread(self._store_page, system, items, page_run, stats)
             stats.pages += 1
-        self._finish(system, run)
+        await asyncio.to_thread(self._finish, system, run)
         log.info(
             "export of %s: %d tickets, %d new examples, %d updated, %d corrections",
             system,

@@ -29,7 +29,7 @@ async def learning_job(daemon: Daemon) -> None:
     if daemon.store is None or daemon.stop_event.is_set():
         return
     try:
-        result = await run_cycle(daemon.config, daemon.store)
+        result = await run_cycle(daemon.config, daemon.store, should_stop=daemon.stop_event.is_set)
     except Exception:
         log.exception("learning loop failed; it runs again at the next scheduled time")
         return

@@ -23,6 +23,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -259,8 +261,13 @@ def retrain(
     force: bool = False,
     base_dataset: Path | None = None,
     timeout: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RetrainResult:
-    """Run one retraining in a worker process and wait for it; raises RetrainBusy when one runs."""
+    """Run one retraining in a worker process and wait for it; raises RetrainBusy when one runs.
+
+    ``should_stop`` (polled every second, e.g. the daemon's shutdown flag) cancels the training:
+    the worker gets SIGTERM and stops without touching the active model.
+    """
     job_id = _create_job(config, store, trigger, force, base_dataset)
     directory = job_directory(config, job_id)
     directory.mkdir(parents=True, exist_ok=True)
@@ -273,12 +280,21 @@ def retrain(
         raise
     log.info("retraining job %d started (pid %d, trigger %s)", job_id, proc.pid, trigger)
     limit = timeout if timeout is not None else config.learning.training_timeout_minutes * 60
+    deadline = time.monotonic() + limit
     try:
-        code = proc.wait(timeout=limit)
-    except subprocess.TimeoutExpired:
-        _stop(proc)
-        settle(store, job_id, "failed", error=f"timed out after {limit:.0f} s; the active model is unchanged")
-        return job_result(store, job_id)
+        while True:
+            try:
+                code = proc.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                if should_stop is not None and should_stop():
+                    _stop(proc)
+                    settle(store, job_id, "cancelled", error="stopped with the daemon; the active model is unchanged")
+                    return job_result(store, job_id)
+                if time.monotonic() >= deadline:
+                    _stop(proc)
+                    settle(store, job_id, "failed", error=f"timed out after {limit:.0f} s; the active model is unchanged")
+                    return job_result(store, job_id)
     except BaseException:
         # the caller is interrupted: the worker must not outlive it unobserved
         _stop(proc)
