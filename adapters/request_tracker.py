@@ -263,6 +263,7 @@ class RequestTrackerAdapter(Adapter):
         #: tickets from the last listing, each usable once as the first read (id -> (ticket, item, when))
         self._listed: dict[str, tuple[Ticket, Mapping[str, Any], float]] = {}
         self._queues: set[str] | None = None
+        self._queues_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ queries
 
@@ -517,8 +518,11 @@ class RequestTrackerAdapter(Adapter):
         return value
 
     async def _require_queue(self, queue: str) -> None:
+        """Refuse a queue RT does not have before writing anything (the list is read once, and again on a miss)."""
         if self._queues is None or queue not in self._queues:
-            self._queues = set(await self.list_queues())
+            async with self._queues_lock:
+                if self._queues is None or queue not in self._queues:
+                    self._queues = set(await self.list_queues())
         if queue not in self._queues:
             raise UnknownValueError(
                 f"queue {queue!r} does not exist in Request Tracker or its user lacks SeeQueue on it", system=self.name
