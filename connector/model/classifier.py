@@ -129,6 +129,12 @@ class FieldModel:
         if len(id2label) != model.config.num_labels:
             raise ModelLoadError(f"{self.path}: config has {model.config.num_labels} labels but id2label has {len(id2label)}")
         self.labels = [id2label[i] for i in range(model.config.num_labels)]
+        meta_labels = self.meta.get("labels")
+        if isinstance(meta_labels, list) and [str(x) for x in meta_labels] != self.labels:
+            raise ModelLoadError(
+                f"{self.path}: the model has {len(self.labels)} labels {self.labels} but its {META_FILE} "
+                f"lists {len(meta_labels)}: {meta_labels}"
+            )
         if expected_labels is not None and set(expected_labels) != set(self.labels):
             raise ModelLoadError(f"{self.path}: labels {sorted(self.labels)} do not match expected {sorted(expected_labels)}")
         self.device = device

@@ -315,7 +315,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = _load_config(config)
         try:
-            infos = _registry(cfg).rollback(field, reason="rollback by the CLI")
+            infos = _registry(cfg).rollback(field, reason="rollback (CLI)")
         except (RegistryError, ModelLoadError) as exc:
             raise _fail(str(exc)) from None
         if json_out:

@@ -124,6 +124,9 @@ class PromotionDecision:
 
 ActivatePolicy = Literal["auto", "always", "never"]
 
+#: activations whose reason starts with this are rollbacks (they pop the activation stack)
+ROLLBACK_PREFIX = "rollback"
+
 
 class ModelRegistry:
     """Model versions of one installation: ``store`` holds the rows, ``models_dir`` the directories."""
@@ -263,8 +266,10 @@ class ModelRegistry:
     def rollback(self, field: str | None = None, *, reason: str = "rollback") -> list[ModelInfo]:
         """Re-activate, per field (default: every field with an active model), the version active before.
 
-        The previous version is the ``previous_version`` of the activation
-        that made the current version active; its directory must still load.
+        The activations of a field form a stack: an activation pushes its
+        version, a rollback pops one, so repeated rollbacks walk further back
+        (v1, v2, v3 → rollback → v2 → rollback → v1).  The earlier version's
+        directory must still load; otherwise nothing changes.
         """
         active = self.active()
         fields = [field] if field is not None else sorted(active)
@@ -276,14 +281,17 @@ class ModelRegistry:
                 current = active.get(f)
                 if current is None:
                     raise RegistryError(f"field {f!r} has no active model to roll back")
-                act = s.scalars(
-                    select(ModelActivation)
-                    .where(ModelActivation.field == f, ModelActivation.version == current.version)
-                    .order_by(ModelActivation.id.desc())
-                ).first()
-                previous = act.previous_version if act is not None else None
-                if not previous:
+                stack: list[str] = []
+                for act in s.scalars(select(ModelActivation).where(ModelActivation.field == f).order_by(ModelActivation.id)):
+                    if not act.version:
+                        stack.clear()
+                    elif (act.reason or "").startswith(ROLLBACK_PREFIX) and len(stack) >= 2 and stack[-2] == act.version:
+                        stack.pop()
+                    else:
+                        stack.append(act.version)
+                if len(stack) < 2 or stack[-1] != current.version:
                     raise RegistryError(f"{f}: version {current.version} has no earlier active version to roll back to")
+                previous = stack[-2]
                 prev_row = s.scalars(
                     select(ModelVersion).where(ModelVersion.field == f, ModelVersion.version == previous)
                 ).first()
@@ -293,7 +301,8 @@ class ModelRegistry:
         for f, previous in plans:
             info = self.get(f, previous)
             verify_model_dir(info.path, kind=info.kind, field=f)
-        return [self._set_active(f, previous, reason) for f, previous in plans]
+        text = reason if reason.startswith(ROLLBACK_PREFIX) else f"{ROLLBACK_PREFIX}: {reason}"
+        return [self._set_active(f, previous, text) for f, previous in plans]
 
     def remove(self, field: str, version: str, *, delete_files: bool = True) -> None:
         """Unregister an inactive version (and delete its directory when it lies under ``models_dir``)."""
