@@ -201,7 +201,18 @@ def test_export_command_writes_resolved_tickets_to_a_file(tmp_path: Path, suffix
         cfg_file.write_text(yaml.safe_dump(data))
         out = tmp_path / f"examples{suffix}"
         result = CliRunner().invoke(app, ["export", "--config", str(cfg_file), "--system", "sandbox", "--output", str(out)])
-    assert result.exit_code == 0, result.output
+        assert result.exit_code == 0, result.output
+        # --store runs the scheduled export by hand; a second run finds nothing new
+        runs = [
+            CliRunner().invoke(app, ["export", "--config", str(cfg_file), "--store", "--json"]) for _ in range(2)
+        ]
+    assert [r.exit_code for r in runs] == [0, 0], runs[0].output + runs[1].output
+    first, second = (json.loads(r.output)["exports"][0] for r in runs)
+    assert (first["tickets"], first["new"]) == (5, 5)
+    # (the 10-minute overlap lists them again: replaced by identical examples, nothing new or changed)
+    assert (second["new"], second["updated"]) == (0, 0)
+    bad = CliRunner().invoke(app, ["export", "--config", str(cfg_file), "--output", str(tmp_path / "x.txt")])
+    assert bad.exit_code == 2 and ".csv or .jsonl" in bad.output
     text = out.read_text(encoding="utf-8")
     assert "@example.com" not in text and "[EMAIL]" in text
     if suffix == ".jsonl":

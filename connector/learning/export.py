@@ -71,6 +71,7 @@ class ExportStats:
     tickets: int = 0
     new: int = 0
     updated: int = 0
+    unchanged: int = 0
     unlabelled: int = 0
     corrections: int = 0
     resumed: bool = False
@@ -83,6 +84,7 @@ class ExportStats:
             "tickets": self.tickets,
             "new": self.new,
             "updated": self.updated,
+            "unchanged": self.unchanged,
             "unlabelled": self.unlabelled,
             "corrections": self.corrections,
             "resumed": self.resumed,
@@ -196,8 +198,8 @@ async def iter_examples(
 # --------------------------------------------------------------------------- the store side
 
 
-def upsert_example(session: Session, record: ExampleRecord, *, source: str, now: datetime) -> bool:
-    """Insert or replace the example of (system, ticket); True when it is new."""
+def upsert_example(session: Session, record: ExampleRecord, *, source: str, now: datetime) -> str:
+    """Insert or replace the example of (system, ticket): ``"new"``, ``"updated"`` or ``"unchanged"``."""
     row = session.scalar(
         select(TrainingExample).where(
             TrainingExample.system == record.system, TrainingExample.ticket_id == record.ticket_id
@@ -217,7 +219,7 @@ def upsert_example(session: Session, record: ExampleRecord, *, source: str, now:
                 updated_at=now,
             )
         )
-        return True
+        return "new"
     changed = (row.text, row.labels, row.source, row.is_eval) != (record.text, record.labels, source, record.is_eval)
     row.text = record.text
     row.labels = dict(record.labels)
@@ -226,7 +228,7 @@ def upsert_example(session: Session, record: ExampleRecord, *, source: str, now:
     row.resolved_at = record.resolved_at
     if changed:
         row.updated_at = now
-    return False
+    return "updated" if changed else "unchanged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +346,7 @@ class Exporter:
         fields = self.config.model.fields
         for attempt in (1, 2):
             found: list[CorrectionFound] = []
-            counts = {"new": 0, "updated": 0, "unlabelled": 0}
+            counts = {"new": 0, "updated": 0, "unchanged": 0, "unlabelled": 0}
             try:
                 with self.store.session() as session:
                     now = self.clock()
@@ -357,10 +359,7 @@ class Exporter:
                             counts["unlabelled"] += 1
                             continue
                         source = "correction" if corrections else "export"
-                        if upsert_example(session, record, source=source, now=now):
-                            counts["new"] += 1
-                        else:
-                            counts["updated"] += 1
+                        counts[upsert_example(session, record, source=source, now=now)] += 1
                     _poll_state(session, system).export_cursor = run.dump()
                 break
             except IntegrityError:
@@ -370,6 +369,7 @@ class Exporter:
         stats.tickets += len(items)
         stats.new += counts["new"]
         stats.updated += counts["updated"]
+        stats.unchanged += counts["unchanged"]
         stats.unlabelled += counts["unlabelled"]
         new_corrections = [c for c in found if c.is_new]
         stats.corrections += len(new_corrections)
