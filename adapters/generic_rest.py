@@ -13,7 +13,8 @@ Everything system-specific is a setting (see ``docs/generic_rest.md``):
   ``articles[0].body``) of the items list and of each ticket field.
 
 Placeholders: ``{id}``, ``{queue}``, ``{priority}``, ``{note}``,
-``{subject}`` (the note's subject) and ``{since}``.  A template string that is
+``{subject}`` (the note's subject), ``{since}``, and in ``list_new``
+``{queues}`` / ``{states}`` (the source queues/states joined by commas).  A template string that is
 exactly one placeholder is replaced by the value itself (``{id:int}`` converts
 to a number) and, when the value is absent, the key is left out of the JSON
 body (so an update that only sets the priority does not send ``queue``).
@@ -778,7 +779,12 @@ class GenericRestAdapter(Adapter):
         if spec.since_param and since_text:
             filters.append((spec.since_param, since_text))
         newest = since
-        async for tickets, _next in self._pages(spec, {"since": since_text}, filters, page_size, "list_new"):
+        values = {
+            "since": since_text,
+            "queues": ",".join(self.source_queues) or None,
+            "states": ",".join(self.source_states) or None,
+        }
+        async for tickets, _next in self._pages(spec, values, filters, page_size, "list_new"):
             for t in tickets:
                 if t.updated_at is not None and (newest is None or t.updated_at > newest):
                     newest = t.updated_at

@@ -661,3 +661,20 @@ def test_error_reported_in_a_200_answer() -> None:
     with pytest.raises(PermanentError, match="error_path='error'.*ticket is locked") as info:
         run(adapter.update_ticket("1", TicketChange(queue="HR")))
     assert not isinstance(info.value, UnknownValueError)
+
+
+def test_comma_joined_source_filters() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=[{"id": 1, "subject": "s", "queue": "Triage", "state": "new"}])
+
+    adapter = make("http://h.example", transport=httpx.MockTransport(handler), source_queues=("Inbox", "Triage"),
+                   paging={"style": "none"},
+                   list_new={"path": "/search", "items": "", "queue_param": None, "state_param": None,
+                             "params": {"q": "queue IN ({queues}) AND state IN ({states})"}})  # fmt: skip
+    pages, _ = run(collect(adapter.list_new_tickets(None, 50)))
+    assert [t.id for p in pages for t in p] == ["1"] and len(seen) == 1
+    assert seen[0].url.params["q"] == "queue IN (Inbox,Triage) AND state IN (new)"
+    assert "per_page" not in seen[0].url.params  # paging style none
