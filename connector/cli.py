@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "connector.model.cli",
     "connector.learning.cli",
     "connector.api.cli",
+    "connector.demo",
 )
 
 for _module in COMMAND_MODULES:
