@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,7 +29,10 @@ from adapters.base import (
     UnknownValueError,
 )
 from adapters.otobo_znuny import DEFAULT_PRIORITIES, OtoboZnunyAdapter, OtoboZnunySettings
-from otobo_standin import OtoboStandin
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from otobo_standin import OtoboStandin  # noqa: E402
 
 PASSWORD = "s3cret-Pa55"
 
