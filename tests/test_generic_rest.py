@@ -678,3 +678,17 @@ def test_comma_joined_source_filters() -> None:
     assert [t.id for p in pages for t in p] == ["1"] and len(seen) == 1
     assert seen[0].url.params["q"] == "queue IN (Inbox,Triage) AND state IN (new)"
     assert "per_page" not in seen[0].url.params  # paging style none
+
+
+def test_429_honours_retry_after_and_403_is_an_authentication_error(sandbox) -> None:
+    import time
+
+    sandbox.db.create_ticket("s", "b")
+    sandbox.faults.add(path="/api/tickets/1$", status=429, headers={"Retry-After": "1"}, body='{"error": "slow down"}')
+    adapter = make(sandbox.api, retries=2)
+    started = time.monotonic()
+    assert run(adapter.get_ticket("1")).subject == "s"
+    assert adapter.transport.calls == 2 and time.monotonic() - started >= 0.9
+    sandbox.faults.add(path="/api/queues", status=403, body='{"error": "no right to list queues"}')
+    with pytest.raises(AuthenticationError, match="403"):
+        run(adapter.list_queues())
