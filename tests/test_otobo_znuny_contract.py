@@ -878,6 +878,22 @@ def test_connection_refused_is_transient(make_adapter: Factory, otobo: OtoboStan
     run(go())
 
 
+def test_server_process_down_then_back_on_the_same_port(otobo: OtoboStandin, make_adapter: Factory) -> None:
+    otobo.add_ticket("a", "b")
+
+    async def go() -> None:
+        adapter = make_adapter(retry_attempts=2)
+        await adapter.check_connection()
+        otobo.stop()  # connection refused from now on
+        with pytest.raises(TransientError, match="connect"):
+            await adapter.get_ticket("1")
+        otobo.start()  # same port, same data, same sessions
+        assert (await adapter.get_ticket("1")).subject == "a"
+        await adapter.aclose()
+
+    run(go())
+
+
 def test_concurrency_is_bounded(otobo: OtoboStandin, make_adapter: Factory) -> None:
     for i in range(12):
         otobo.add_ticket(f"t{i}", "b")
