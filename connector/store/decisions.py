@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -204,40 +204,48 @@ class DecisionStore:
             won |= {n.ticket_id for n, status, reason, error in finals if self.record(n, status, reason=reason, error=error)}
             return won
         now = utcnow()
-        won: set[str] = set()
+        values = [self._row_values(new, status, now, reason=reason, error=error) for new, status, reason, error in rows]
+        statement = (
+            dialect_insert(Decision.__table__)
+            .on_conflict_do_nothing(index_elements=["system", "ticket_id"])
+            .returning(Decision.__table__.c.ticket_id)
+        )
         with self.store.session() as session:
-            for new, status, reason, error in rows:
-                values = self._row_values(new, status, now, reason=reason, error=error)
-                statement = (
-                    dialect_insert(Decision)
-                    .values(**values)
-                    .on_conflict_do_nothing(index_elements=["system", "ticket_id"])
-                    .returning(Decision.ticket_id)
-                )
-                if session.execute(statement).first() is not None:
-                    won.add(new.ticket_id)
-        return won
+            # one multi-row INSERT … RETURNING per batch ("insertmanyvalues"): conflicting rows return nothing
+            return set(session.connection().execute(statement, values).scalars().all())
 
     def finish_many(self, system: str, items: Sequence[tuple[str, str, str | None, str | None, Mapping[str, Any] | None]]) -> int:
         """Finish several of this instance's claims in one transaction: (ticket_id, status, reason, error, applied)."""
-        done = 0
+        if not items:
+            return 0
+        for item in items:
+            if item[1] not in FINAL_STATUSES:
+                raise ValueError(f"not a final status: {item[1]!r}")
+        table = Decision.__table__
         now = utcnow()
+        statement = (
+            update(table)
+            .where(
+                table.c.system == system,
+                table.c.ticket_id == bindparam("b_ticket_id"),
+                table.c.status == CLAIMED,
+                table.c.claimed_by == self.instance_id,
+            )
+            .values(
+                status=bindparam("b_status"),
+                decided_at=now,
+                reason=bindparam("b_reason"),
+                error=bindparam("b_error"),
+                applied=bindparam("b_applied", type_=table.c.applied.type),
+            )
+        )
+        params = [
+            {"b_ticket_id": t, "b_status": st, "b_reason": r, "b_error": e, "b_applied": dict(a or {})}
+            for t, st, r, e, a in items
+        ]
         with self.store.session() as session:
-            for ticket_id, status, reason, error, applied in items:
-                if status not in FINAL_STATUSES:
-                    raise ValueError(f"not a final status: {status!r}")
-                result = session.execute(
-                    update(Decision)
-                    .where(
-                        Decision.system == system,
-                        Decision.ticket_id == ticket_id,
-                        Decision.status == CLAIMED,
-                        Decision.claimed_by == self.instance_id,
-                    )
-                    .values(status=status, decided_at=now, reason=reason, error=error, applied=dict(applied or {}))
-                )
-                done += result.rowcount or 0
-        return done
+            result = session.connection().execute(statement, params)
+            return int(result.rowcount or 0)
 
     def release_many(self, system: str, ticket_ids: Iterable[str]) -> int:
         """Drop several of this instance's unfinished claims (their write never started)."""
