@@ -336,7 +336,7 @@ class GenericRestSettings(AdapterSettings):
     #: failed, e.g. ``error`` or ``errors[0].message``; for ``update`` it is also matched by
     #: ``update.unknown_value_pattern``
     error_path: str | None = None
-    paging: PagingSettings = Field(default_factory=PagingSettings)
+    paging: PagingSettings = Field(default_factory=lambda: PagingSettings())
     fields: FieldPaths = Field(default_factory=FieldPaths)
     list_new: ListRequest = Field(default_factory=_default_list_new)
     get_ticket: GetRequest = Field(default_factory=GetRequest)

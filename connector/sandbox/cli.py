@@ -76,7 +76,7 @@ def sandbox(
     auth = "bearer token required" if token else "no auth"
     typer.echo(
         f"sandbox helpdesk on http://{host}:{port}/api ({auth}); DB {db}, {database.count_tickets()} tickets;"
-        f" API docs at http://{host}:{port}/docs"
+        f" OpenAPI at http://{host}:{port}/openapi.json"
     )
     os.environ.pop(TOKEN_ENV, None)
     serve(database, token=token, log_level=log_level, sock=sock)
