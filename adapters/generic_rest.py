@@ -261,9 +261,13 @@ class PagingSettings(_Section):
     server returns the next page's token at ``next_cursor_path``; ``none``: one request.
     The page size goes in ``size_param``.  A listing ends on an empty page, a
     short page, a falsy ``has_more_path``, or once ``total_path`` tickets were seen.
+    With ``send: template`` no query parameter is added: the listing's path,
+    params or body place ``{page}``, ``{offset}``, ``{after}``, ``{cursor}`` and
+    ``{size}`` themselves (e.g. a POST search with paging in its JSON body).
     """
 
     style: Literal["page", "offset", "after", "cursor", "none"] = "page"
+    send: Literal["query", "template"] = "query"
     size_param: str | None = "per_page"
     page_param: str = "page"
     first_page: int = 1
@@ -497,6 +501,22 @@ class _Position:
         return cls(int(data["page"]), int(data.get("offset") or 0), data.get("after"), data.get("token"))
 
 
+def _paging_params(paging: PagingSettings, position: _Position, page_size: int) -> list[tuple[str, str]]:
+    """The query parameters that ask for the page at ``position``."""
+    if paging.style == "none":
+        return []
+    params = [(paging.size_param, str(page_size))] if paging.size_param else []
+    if paging.style == "page":
+        params.append((paging.page_param, str(position.page)))
+    elif paging.style == "offset":
+        params.append((paging.offset_param, str(position.offset)))
+    elif paging.style == "after" and position.after is not None:
+        params.append((paging.after_param, position.after))
+    elif paging.style == "cursor" and position.token is not None:
+        params.append((paging.cursor_param, position.token))
+    return params
+
+
 # --------------------------------------------------------------------------- transport
 
 
@@ -723,17 +743,17 @@ class GenericRestAdapter(Adapter):
         position = start or _Position(page=paging.first_page)
         for _ in range(paging.max_pages):
             params = list(filters)
-            if paging.style != "none" and paging.size_param:
-                params.append((paging.size_param, str(page_size)))
-            if paging.style == "page":
-                params.append((paging.page_param, str(position.page)))
-            elif paging.style == "offset":
-                params.append((paging.offset_param, str(position.offset)))
-            elif paging.style == "after" and position.after is not None:
-                params.append((paging.after_param, position.after))
-            elif paging.style == "cursor" and position.token is not None:
-                params.append((paging.cursor_param, position.token))
-            data = await self._call(spec, values, extra_params=params)
+            page_values = {
+                **values,
+                "size": page_size,
+                "page": position.page,
+                "offset": position.offset,
+                "after": position.after,
+                "cursor": position.token,
+            }
+            if paging.send == "query":
+                params += _paging_params(paging, position, page_size)
+            data = await self._call(spec, page_values, extra_params=params)
             tickets = [self._ticket(item, where) for item in self._items(data, spec, where)]
             following = self._next_position(position, data, tickets, page_size)
             yield tickets, following

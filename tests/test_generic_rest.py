@@ -692,3 +692,25 @@ def test_429_honours_retry_after_and_403_is_an_authentication_error(sandbox) -> 
     sandbox.faults.add(path="/api/queues", status=403, body='{"error": "no right to list queues"}')
     with pytest.raises(AuthenticationError, match="403"):
         run(adapter.list_queues())
+
+
+def test_paging_placed_by_the_template_in_a_post_search() -> None:
+    bodies: list[dict[str, Any]] = []
+    tickets = [{"key": f"T-{i}", "fields": {"summary": f"s{i}", "queue": "Inbox"}} for i in range(1, 8)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        start, size = body["page"]["from"], body["page"]["size"]
+        assert not request.url.params  # nothing added to the query
+        return httpx.Response(200, json={"hits": tickets[start : start + size], "total": len(tickets)})
+
+    adapter = make("http://h.example", transport=httpx.MockTransport(handler), source_states=(),
+                   paging={"style": "offset", "send": "template", "total_path": "total"},
+                   fields={"id": "key", "subject": "fields.summary", "queue": "fields.queue", "body": None},
+                   list_new={"method": "POST", "path": "/search", "items": "hits", "queue_param": None, "state_param": None,
+                             "body": {"query": "queue = {queues}", "page": {"from": "{offset:int}", "size": "{size:int}"}}})  # fmt: skip
+    pages, _ = run(collect(adapter.list_new_tickets(None, 3)))
+    assert [t.id for p in pages for t in p] == [f"T-{i}" for i in range(1, 8)]
+    assert [b["page"] for b in bodies] == [{"from": 0, "size": 3}, {"from": 3, "size": 3}, {"from": 6, "size": 3}]
+    assert bodies[0]["query"] == "queue = Inbox"
