@@ -539,11 +539,14 @@ class ZammadAdapter(Adapter):
                 if str(row["id"]) in got:
                     handed_out[self._row_id(row)] = stamp
             done = len(rows) < per_page
-            # the kept cursor: never past the index-lag horizon; after a complete scan, up to it
-            if done:
-                after: datetime | None = horizon  # everything indexed up to the horizon has been listed
+            # the kept cursor: never past the index-lag horizon, nor past the newest ticket seen (a ticket
+            # with that same timestamp may still be further on); a scan that found nothing at all may
+            # move up to the horizon, as everything older than that is indexed and did not match
+            after: datetime | None
+            if newest is not None:
+                after = min(newest, horizon)
             else:
-                after = min(newest, horizon) if newest is not None else None
+                after = horizon if done else None
             next_cursor = start.moved_to(after, handed_out).encode()
             if tickets or (done and next_cursor != last_cursor):
                 yield TicketPage(tickets, next_cursor)
@@ -551,10 +554,13 @@ class ZammadAdapter(Adapter):
             if done:
                 return
             page_max = max(keys)
-            if scan_from is not None and page_max <= scan_from:
-                page_no += 1  # a whole page of equal timestamps: step over it
-            else:
+            if scan_from is None or page_max > scan_from:
                 scan_from, page_no = page_max, 1
+            elif not tickets:
+                # a whole page of one timestamp, all handed out before: step over it.  (After a page
+                # that handed out tickets the same page is asked again: routed ones leave the result
+                # and the rest of that timestamp moves up.)
+                page_no += 1
 
     async def _list_pages(self, cursor: str | None, page_size: int) -> AsyncIterator[TicketPage]:
         """New tickets from ``GET /api/v1/tickets?expand=true`` (id order, offset pages), filtered here.

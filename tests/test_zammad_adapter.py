@@ -353,6 +353,34 @@ def test_many_tickets_with_one_timestamp(server: RunningStandin, standin: Zammad
     assert sorted(int(i) for i in ids(pages)) == created and len(ids(pages)) == 23
 
 
+def test_tickets_with_one_timestamp_routed_page_by_page(server: RunningStandin, standin: ZammadStandin) -> None:
+    """Routed tickets leave the result while the listing steps through one timestamp: none is skipped."""
+    standin.freeze()
+    created = [standin.create_ticket(f"Bulk {i}", "imported") for i in range(7)]
+    standin.freeze(False)
+    standin.refresh_index()
+    standin.advance(3600)  # long indexed: the cursor may move up to the horizon
+
+    async def route_each_page(cursor: str | None) -> tuple[list[int], str | None]:
+        adapter = make(server.url)
+        seen: list[int] = []
+        try:
+            async for page in adapter.list_new_tickets(cursor, 2):
+                for t in page.tickets:
+                    seen.append(int(t.id))
+                    if int(t.id) % 2:  # some routed away, some left in place
+                        await adapter.update_ticket(t.id, TicketChange(queue="Sales"))
+                cursor = page.cursor or cursor
+        finally:
+            await adapter.aclose()
+        return seen, cursor
+
+    first, cursor = run(route_each_page(None))
+    assert sorted(first) == created and len(first) == 7
+    again, _ = run(route_each_page(cursor))
+    assert again == []
+
+
 def test_page_size_is_capped_at_zammads_limit(server: RunningStandin, standin: ZammadStandin) -> None:
     standin.create_ticket("One", "x")
     standin.refresh_index()
