@@ -126,9 +126,9 @@ def register(app: typer.Typer) -> None:
         path = config_path(file)
         cfg = load_or_exit(path)
         if online:
-            from connector.logging_setup import configure_logging
+            from connector.logging_setup import collect_secrets, configure_logging
 
-            configure_logging("WARNING", "text")
+            configure_logging("WARNING", "text", collect_secrets(cfg))
             problems = asyncio.run(online_problems(cfg))
             if problems:
                 print_config_error(ConfigError(str(path), problems))
@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Classify one ticket text with the active models and show what each system would do."""
         from adapters.base import Ticket
-        from connector.logging_setup import configure_logging
+        from connector.logging_setup import collect_secrets, configure_logging
         from connector.model.classifier import ModelLoadError
         from connector.model.serving import load_classifier
         from connector.routing import decide
@@ -162,7 +162,7 @@ def register(app: typer.Typer) -> None:
         else:
             body = text or ""
         cfg = load_or_exit(config)
-        configure_logging("WARNING", cfg.logging.format)
+        configure_logging("WARNING", cfg.logging.format, collect_secrets(cfg))
         store = Store(cfg.store_url)
         try:
             classifier = load_classifier(cfg, store)
