@@ -1,0 +1,134 @@
+"""Benchmark (b): CPU inference throughput, our batched classifier vs ``transformers.pipeline`` per ticket.
+
+Same model directory, same 2,000 texts, one run.  The texts are taken in
+chunks, and each chunk is classified by both in turn, so that a change of
+load on a shared machine hits both alike.  Predictions are compared too.
+
+    .venv/bin/python bench/model_inference.py [--model DIR] [--texts 2000] [--json OUT]
+
+Without ``--model`` the base all-MiniLM-L6-v2 with a fresh 8-label head is
+used (the compute is the same as for a fine-tuned model).  Texts come from
+../shared/data/it_service_tickets_train.csv when present, else from the
+sample tickets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from connector.model.data import load_labeled_file  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "it_service_tickets_train.csv"
+SAMPLE = ROOT / "connector" / "sample_data" / "tickets.csv"
+
+
+def load_texts(n: int) -> tuple[list[str], str]:
+    if SHARED.is_file():
+        data = load_labeled_file(SHARED, text_column="Document", label_columns={"queue": "Topic_group"}, validate=False)
+        source = str(SHARED)
+    else:
+        data = load_labeled_file(SAMPLE, validate=False)
+        source = str(SAMPLE)
+    texts = list(data.texts)
+    while len(texts) < n:
+        texts += [f"{t} ({len(texts)})" for t in data.texts]
+    step = max(1, len(texts) // n)
+    return texts[::step][:n], source
+
+
+def base_model_dir(tmp: Path) -> Path:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from connector.model.train import default_base_model
+
+    base = default_base_model()
+    labels = [f"L{i}" for i in range(8)]
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=8, id2label=dict(enumerate(labels)), label2id={x: i for i, x in enumerate(labels)},
+        local_files_only=True, use_safetensors=True,
+    )
+    out = tmp / "model"
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base, local_files_only=True).save_pretrained(out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--texts", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    import torch
+    from transformers import pipeline
+
+    from connector.model.classifier import TransformerClassifier
+
+    texts, source = load_texts(args.texts)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model or base_model_dir(Path(tmp))
+        ours = TransformerClassifier.from_dirs({"queue": model_dir}, device="cpu", batch_size=args.batch_size, max_length=args.max_length)
+        pipe = pipeline("text-classification", model=str(model_dir), device="cpu")
+        # warm up both
+        ours.classify(texts[:8])
+        for t in texts[:8]:
+            pipe(t, truncation=True, max_length=args.max_length)
+
+        ours_s = pipe_s = 0.0
+        ours_labels: list[str] = []
+        pipe_labels: list[str] = []
+        size = -(-len(texts) // args.chunks)
+        for start in range(0, len(texts), size):
+            chunk = texts[start : start + size]
+            t0 = time.perf_counter()
+            for text in chunk:  # once per ticket, as a naive integration would
+                pipe_labels.append(pipe(text, truncation=True, max_length=args.max_length)[0]["label"])
+            pipe_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ours_labels += [p.fields["queue"].label for p in ours.classify(chunk)]
+            ours_s += time.perf_counter() - t0
+            if args.json and start + size < len(texts):
+                partial = summarize(args, source, len(ours_labels), pipe_s, ours_s, ours_labels, pipe_labels, torch)
+                partial["partial"] = f"{len(ours_labels)} of {len(texts)} texts so far"
+                args.json.write_text(json.dumps(partial, indent=2), encoding="utf-8")
+    result = summarize(args, source, len(texts), pipe_s, ours_s, ours_labels, pipe_labels, torch)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
+def summarize(args, source, n, pipe_s, ours_s, ours_labels, pipe_labels, torch):  # type: ignore[no-untyped-def]
+    agree = sum(a == b for a, b in zip(ours_labels, pipe_labels)) / max(1, n)
+    return {
+        "texts": n,
+        "source": source,
+        "model": str(args.model or "all-MiniLM-L6-v2 base + fresh 8-label head"),
+        "max_length": args.max_length,
+        "batch_size": args.batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "pipeline_per_ticket_seconds": round(pipe_s, 2),
+        "pipeline_per_ticket_texts_per_s": round(n / pipe_s, 1),
+        "ours_batched_seconds": round(ours_s, 2),
+        "ours_batched_texts_per_s": round(n / ours_s, 1),
+        "speedup": round(pipe_s / ours_s, 2),
+        "same_label": round(agree, 4),
+        "load_average_at_end": os.getloadavg()[0],
+    }
+
+
+if __name__ == "__main__":
+    main()
