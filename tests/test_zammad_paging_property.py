@@ -36,13 +36,18 @@ ticket_strategy = st.tuples(
     poll_gaps=st.lists(st.floats(min_value=0.5, max_value=30), min_size=1, max_size=8),
     page_size=st.integers(min_value=1, max_value=4),
     stop_after_pages=st.integers(min_value=1, max_value=3),
+    listing=st.sampled_from(["search", "list"]),
+    routed_become_invisible=st.booleans(),
 )
 def test_every_ticket_handed_out_exactly_once(
-    tickets: list[tuple[float, float, bool]], poll_gaps: list[float], page_size: int, stop_after_pages: int
+    tickets: list[tuple[float, float, bool]], poll_gaps: list[float], page_size: int, stop_after_pages: int,
+    listing: str, routed_become_invisible: bool,
 ) -> None:
     standin = ZammadStandin(index_lag=0)
+    if routed_become_invisible:  # the agent cannot read the target group: routed tickets leave every listing
+        standin.agent.group_ids.discard(standin.group_id("Sales"))
     settings_ = ZammadSettings.model_validate(
-        {"url": "http://zammad.test", "token": "agent-token", "search_index_lag": LAG_ALLOWANCE}
+        {"url": "http://zammad.test", "token": "agent-token", "search_index_lag": LAG_ALLOWANCE, "listing": listing}
     )
     handed: list[int] = []
     routed_away: dict[int, bool] = {}
