@@ -164,6 +164,7 @@ class Pipeline:
         self._started: set[str] = set()
         self._to_release: set[str] = set()
         self._pending: list[tuple[str, str, str | None, str | None, dict[str, Any] | None]] = []
+        self._last_unexpected: str | None = None
         metrics.init_system(name)
 
     # ------------------------------------------------------------------ helpers
@@ -204,6 +205,7 @@ class Pipeline:
             await self._db(self.decisions.poll_started, self.name)
             await self.reconcile(result)
             await self._poll_pages(result)
+            self._last_unexpected = None
         except PollAborted as exc:
             result.error = exc.cause
         except (AdapterError, ModelLoadError) as exc:
@@ -211,8 +213,10 @@ class Pipeline:
         except asyncio.CancelledError:
             result.stopped = True
             raise
-        except Exception as exc:  # a bug or a database failure: report it, keep the daemon up
-            log.exception("%s: poll failed unexpectedly", self.name)
+        except Exception as exc:  # a bug or a database failure: report it (traceback once), keep the daemon up
+            if describe_error(exc) != self._last_unexpected:
+                log.exception("%s: poll failed unexpectedly", self.name)
+            self._last_unexpected = describe_error(exc)
             result.error = exc
         finally:
             result.seconds = time.perf_counter() - started

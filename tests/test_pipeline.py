@@ -280,3 +280,42 @@ def test_no_model_fails_the_poll_without_claims(store: Store) -> None:
     result = run(pipeline.poll())
     assert result.error is not None and "no model is loaded" in str(result.error)
     assert statuses(store) == {}
+
+
+def test_database_down_fails_the_poll_and_logs_the_traceback_once(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    adapter = MemoryAdapter(make_tickets(2))
+    pipeline = make_pipeline(store, adapter, KeywordClassifier())
+    original = pipeline.decisions.decided_ids
+
+    def down(*args, **kwargs):
+        raise OperationalError("SELECT", {}, Exception("could not connect to server"))
+
+    pipeline.decisions.decided_ids = down
+    caplog.set_level(logging.ERROR, logger="connector.pipeline")
+    for _ in range(3):
+        result = run(pipeline.poll())
+        assert isinstance(result.error, OperationalError)
+    assert len([r for r in caplog.records if "poll failed unexpectedly" in r.getMessage()]) == 1
+    assert adapter.calls["update"] == 0
+    pipeline.decisions.decided_ids = original
+    assert run(pipeline.poll()).outcomes == {"applied": 2}
+
+
+def test_classifier_failing_on_one_text_fails_only_that_ticket(store: Store) -> None:
+    class Picky(KeywordClassifier):
+        def classify(self, texts):
+            if any("poison" in t for t in texts):
+                if len(texts) == 1:
+                    raise RuntimeError("tokenizer exploded")
+                raise RuntimeError("batch failed")
+            return super().classify(texts)
+
+    tickets = make_tickets(3)
+    tickets[1] = replace(tickets[1], body="poison pill")
+    adapter = MemoryAdapter(tickets)
+    result = run(make_pipeline(store, adapter, Picky()).poll())
+    assert result.ok and result.outcomes == {"applied": 2, "failed": 1}
+    record = DecisionStore(store, "x").get("mem", "2")
+    assert record.status == "failed" and "tokenizer exploded" in record.error
