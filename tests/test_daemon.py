@@ -350,3 +350,19 @@ def test_daemon_process_routes_then_exits_0_on_sigterm(tmp_path: Path, model_dir
         assert sum("decision system=sandbox" in m for m in messages) == 5
         assert any(m.startswith("shutdown requested") for m in messages) and messages[-1] == "stopped"
         assert TOKEN not in output and "my printer is broken" not in output
+
+
+def test_odd_bodies_through_the_sandbox_with_a_tiny_model(tmp_path: Path, model_dirs) -> None:
+    with running_sandbox(None, token=TOKEN) as sandbox:
+        ids = [
+            sandbox.db.create_ticket("empty body", "").id,
+            sandbox.db.create_ticket("huge body", "printer " * 131_072).id,  # 1 MiB
+            sandbox.db.create_ticket("html only", "<html><body><p>VPN <b>down</b></p><script>x()</script></body></html>").id,
+            sandbox.db.create_ticket("broken bytes", b"caf\xe9 \xff printer".decode("utf-8", errors="replace")).id,
+        ]
+        routing = {"queue": {"map": {"*": "{label}"}, "threshold": 0.0}}
+        config = make_config(tmp_path, sandbox.api, models=model_dirs, routing=routing)
+        result = asyncio.run(Daemon(config).run_once())["sandbox"]
+        assert result.ok, result.error
+        assert result.outcomes == {"applied": 4}
+        assert all(sandbox.db.get_ticket(i).queue in ("Hardware", "Software", "Access") for i in ids)
