@@ -21,6 +21,7 @@ class FakeClassifier:
         self.delay = delay
         self.fail = fail
         self.passes: list[int] = []
+        self.warmed_up = False
         self.threads: set[str] = set()
 
     @property
@@ -32,7 +33,10 @@ class FakeClassifier:
         return self._version
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
-        self.passes.append(len(texts))
+        if list(texts) == ["warm-up"]:  # MicroBatcher.start warms the worker thread up
+            self.warmed_up = True
+        else:
+            self.passes.append(len(texts))
         self.threads.add(threading.current_thread().name)
         if self.delay:
             time.sleep(self.delay)
@@ -64,6 +68,7 @@ def test_concurrent_requests_share_one_forward_pass() -> None:
     # every caller gets its own prediction back, in order
     assert [r[0].fields["queue"].label for r in results] == [f"t{i}" for i in range(20)]
     assert fake.passes == [20]
+    assert fake.warmed_up
     assert all(name.startswith("classify") for name in fake.threads)  # a worker thread, not the event loop
 
 
@@ -197,3 +202,19 @@ def test_stop_fails_waiting_callers() -> None:
 
     results = asyncio.run(main())
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+def test_length_groups_bound_padding() -> None:
+    from connector.api.batching import classify_grouped, length_groups
+
+    texts = ["short"] * 10 + ["x" * 4000] * 3 + ["medium " * 40] * 5
+    groups = length_groups(texts, 2048)
+    assert sorted(i for g in groups for i in g) == list(range(len(texts)))
+    for group in groups:
+        longest = max(min(512, len(texts[i]) // 4 + 2) for i in group)
+        assert len(group) == 1 or len(group) * longest <= 2048
+    assert len(length_groups(["a"] * 50, 2048)) == 1  # short texts share one pass
+    fake = FakeClassifier()
+    out = classify_grouped(fake, texts, 2048)
+    assert [p.fields["queue"].label for p in out] == texts  # order kept
+    assert len(fake.passes) == len(groups) > 1

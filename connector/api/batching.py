@@ -23,12 +23,53 @@ from dataclasses import dataclass, field
 
 import anyio.to_thread
 
-from connector.model.classifier import ClassifierHolder, Prediction
+from connector.model.classifier import Classifier, ClassifierHolder, Prediction
 
 log = logging.getLogger(__name__)
 
 #: called after each forward pass with (number of texts, seconds)
 BatchObserver = Callable[[int, float], None]
+
+
+#: padded tokens per forward pass: a pass of many texts is cut into length groups within this budget
+DEFAULT_TOKEN_BUDGET = 2048
+_CHARS_PER_TOKEN = 4
+
+
+def _estimated_tokens(text: str) -> int:
+    return min(512, len(text) // _CHARS_PER_TOKEN + 2)
+
+
+def length_groups(texts: Sequence[str], token_budget: int) -> list[list[int]]:
+    """Indices of ``texts`` sorted by length and cut so that ``len(group) * longest <= token_budget``.
+
+    Padding makes every text of a pass cost as much as the longest; on a CPU a
+    few long tickets in a pass of short ones would multiply its cost.
+    """
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = _estimated_tokens(texts[index])  # sorted: the newest is the longest
+        if current and (len(current) + 1) * longest > token_budget:
+            groups.append(current)
+            current = []
+        current.append(index)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def classify_grouped(classifier: Classifier, texts: Sequence[str], token_budget: int) -> list[Prediction]:
+    """``classifier.classify(texts)`` run over length groups, answers in the order of ``texts``."""
+    groups = length_groups(texts, token_budget)
+    if len(groups) == 1:
+        return classifier.classify(list(texts))
+    results: list[Prediction | None] = [None] * len(texts)
+    for group in groups:
+        for index, prediction in zip(group, classifier.classify([texts[i] for i in group])):
+            results[index] = prediction
+    return [p for p in results if p is not None]
 
 
 @dataclass(slots=True)
@@ -49,12 +90,14 @@ class MicroBatcher:
         wait_ms: float = 5.0,
         max_texts: int = 64,
         observer: BatchObserver | None = None,
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
     ) -> None:
         self.holder = holder
         self.enabled = enabled
         self.wait_s = max(0.0, wait_ms) / 1000.0
         self.max_texts = max(1, max_texts)
         self.observer = observer
+        self.token_budget = token_budget
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -68,6 +111,17 @@ class MicroBatcher:
         self._queue = asyncio.Queue()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
+        await self.warm_up()
+
+    async def warm_up(self) -> None:
+        """One pass in the worker thread, so the first request does not pay for thread-local set-up."""
+        if self._executor is None or not self.holder.loaded:
+            return
+        classifier = self.holder.current
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, classifier.classify, ["warm-up"])
+        except Exception as exc:  # a broken model shows up on the first real request
+            log.warning("classifier warm-up failed: %s", exc)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -152,7 +206,9 @@ class MicroBatcher:
             started = time.perf_counter()
             try:
                 classifier = self.holder.current  # one model for the whole pass, even across a swap
-                predictions = await loop.run_in_executor(self._executor, classifier.classify, texts)
+                predictions = await loop.run_in_executor(
+                    self._executor, classify_grouped, classifier, texts, self.token_budget
+                )
             except asyncio.CancelledError:
                 for pending in batch:
                     if not pending.future.done():
