@@ -268,23 +268,23 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps([{k: v for k, v in r.items() if k != "_health"} for r in rows], indent=2))
             return
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="helpdesk-connector status")
-        for column in ("system", "last poll", "last success", "routed", "suggested", "dry-run", "skipped", "changed",
-                       "failed", "last error"):
-            table.add_column(column)
+        if not rows:
+            typer.echo("no system configured or recorded")
         for r in rows:
             h = r["_health"]
-            table.add_row(
-                r["system"] + ("" if r["configured"] else " (not configured)"),
-                _fmt_time(h.last_poll_at if h else None),
-                _fmt_time(h.last_success_at if h else None),
-                *(str(r[k]) for k in ("routed", "suggested", "dry_run", "skipped", "changed", "failed")),
-                (f"{r['last_error']} ({r['consecutive_failures']}x)" if r["last_error"] else "-"),
+            system = cfg.systems.get(r["system"])
+            what = f"{system.type}, {system.mode}" + ("" if system.enabled else ", disabled") if system else "not configured"
+            typer.echo(f"{r['system']} ({what})")
+            typer.echo(f"  last poll     {_fmt_time(h.last_poll_at if h else None)}")
+            typer.echo(f"  last success  {_fmt_time(h.last_success_at if h else None)}")
+            typer.echo(
+                "  decisions     "
+                + "  ".join(f"{label} {r[key]}" for key, label in (
+                    ("routed", "routed"), ("suggested", "suggested"), ("dry_run", "dry-run"), ("skipped", "skipped"),
+                    ("changed", "changed"), ("failed", "failed"), ("in_flight", "in flight")))
             )
-        Console(width=200).print(table)
+            if r["last_error"]:
+                typer.echo(f"  last error    {r['last_error']} ({r['consecutive_failures']} failed poll(s) in a row)")
         if cfg.learning.enabled:
             from connector.learning.cli import print_learning_status
 
