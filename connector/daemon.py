@@ -179,7 +179,7 @@ class Daemon:
         finally:
             if task is not None:
                 self._running.discard(task)
-        delay = health.update(result)
+        delay = health.update(result, retrying=not force)
         if result.error is None and (result.new or result.reconciled):
             log.info("%s: poll done in %.1f s: %s", name, result.seconds, result.summary())
         else:

@@ -204,6 +204,7 @@ class Pipeline:
         try:
             await self._db(self.decisions.poll_started, self.name)
             await self.reconcile(result)
+            self.holder.current  # no model: fail before spending helpdesk calls on listing  # noqa: B018
             await self._poll_pages(result)
             self._last_unexpected = None
         except PollAborted as exc:

@@ -63,8 +63,11 @@ class SystemHealth:
             delay = max(delay, min(retry_after, self.max_backoff * 4))
         return delay
 
-    def update(self, result: PollResult) -> float | None:
-        """Take a poll's result; returns the delay before the next attempt when it failed."""
+    def update(self, result: PollResult, *, retrying: bool = True) -> float | None:
+        """Take a poll's result; returns the delay before the next attempt when it failed.
+
+        ``retrying=False`` (``run --once``): the failure is logged without announcing a retry.
+        """
         if result.error is None:
             if self.failing:
                 log.info("%s: recovered after %d failed poll(s); polling again", self.system, self.failures)
@@ -78,8 +81,9 @@ class SystemHealth:
         delay = self.backoff(result.retry_after)
         if not self.failing:
             log.error(
-                "%s: poll failed (%s): %s; retrying with backoff, next try in %.1f s",
-                self.system, error_kind(result.error), message, delay,
+                "%s: poll failed (%s): %s%s",
+                self.system, error_kind(result.error), message,
+                f"; retrying with backoff, next try in {delay:.1f} s" if retrying else "",
             )
         elif message != self.last_error:
             log.warning("%s: still failing, now: %s", self.system, message)

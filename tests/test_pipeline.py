@@ -280,6 +280,7 @@ def test_no_model_fails_the_poll_without_claims(store: Store) -> None:
     result = run(pipeline.poll())
     assert result.error is not None and "no model is loaded" in str(result.error)
     assert statuses(store) == {}
+    assert adapter.calls["list"] == 0  # no helpdesk calls without a model
 
 
 def test_database_down_fails_the_poll_and_logs_the_traceback_once(store: Store, caplog: pytest.LogCaptureFixture) -> None:
