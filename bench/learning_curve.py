@@ -106,12 +106,16 @@ def macro_f1_linear(train: LabeledData, bench: LabeledData) -> tuple[float, floa
     return ev.macro_f1, ev.accuracy, seconds
 
 
-def macro_f1_transformer(train: LabeledData, bench: LabeledData, work: Path, epochs: int, max_length: int) -> tuple[float, float, float]:
+def macro_f1_transformer(
+    train: LabeledData, bench: LabeledData, work: Path, epochs: int, max_length: int, lr: float, batch_size: int
+) -> tuple[float, float, float]:
     from connector.model.classifier import FieldModel, resolve_device
     from connector.model.settings import TrainingSettings
     from connector.model.train import train_field
 
-    settings = TrainingSettings(epochs=epochs, max_length=max_length, batch_size=32, early_stopping_patience=0)
+    settings = TrainingSettings(
+        epochs=epochs, max_length=max_length, batch_size=batch_size, learning_rate=lr, early_stopping_patience=0
+    )
     started = time.perf_counter()
     trained = train_field(train, "queue", output_dir=work, settings=settings, device="auto", show_progress=False)
     seconds = time.perf_counter() - started
@@ -130,6 +134,8 @@ def main() -> int:
     parser.add_argument("--transformer", action="store_true")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-length", type=int, default=96)
+    parser.add_argument("--lr", type=float, default=5e-5, help="transformer learning rate")
+    parser.add_argument("--batch-size", type=int, default=32, help="transformer batch size")
     parser.add_argument("--epsilon", type=float, default=0.005)
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -184,7 +190,9 @@ def main() -> int:
             if kind == "linear":
                 f1, acc, secs = macro_f1_linear(train, bench)
             else:
-                f1, acc, secs = macro_f1_transformer(train, bench, work / "models" / str(target), args.epochs, args.max_length)
+                f1, acc, secs = macro_f1_transformer(
+                    train, bench, work / "models" / str(target), args.epochs, args.max_length, args.lr, args.batch_size
+                )
             previous = champion[kind]
             promoted = previous is None or f1 >= previous - args.epsilon
             if promoted:

@@ -301,15 +301,20 @@ def retrain(
         settle(store, job_id, "cancelled", error="interrupted; the active model is unchanged")
         raise
     if code != 0:
-        settle(
+        settled_here = settle(
             store,
             job_id,
             "failed",
             error=f"the training process ended with exit code {code}; see {directory / 'worker.log'}",
         )
     else:
-        settle(store, job_id, "failed", error=f"the training process ended without a result; see {directory / 'worker.log'}")
+        settled_here = settle(
+            store, job_id, "failed", error=f"the training process ended without a result; see {directory / 'worker.log'}"
+        )
     result = job_result(store, job_id)
+    if not settled_here:
+        # the worker recorded the outcome in its own process; count it in this one's metrics too
+        _count_training_job(result.state)
     log.info("retraining job %d ended: %s%s", job_id, result.state, f" ({result.error})" if result.error else "")
     return result
 
