@@ -225,3 +225,55 @@ def test_system_values_map_back_to_model_labels() -> None:
     assert label_for_value(routing, "Triage") is None
     assert label_for_value(routing, "") is None
     assert label_for_value(None, "normal") == "normal"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    from routing_support import PgDatabase, pg_available
+
+    reason = pg_available()
+    if reason:
+        pytest.skip(reason)
+    db = PgDatabase("learning_export")
+    try:
+        yield db.url
+    finally:
+        db.drop()
+
+
+def test_two_processes_exporting_at_once_store_each_ticket_once(db_url: str, tmp_path: Path) -> None:
+    import threading
+
+    from connector.store.db import Store
+
+    Store(db_url).dispose()
+    tickets = make_tickets(120)
+    errors: list[BaseException] = []
+    stats = []
+
+    def run() -> None:
+        store = Store(db_url)
+        try:
+            exporter = Exporter(make_config(tmp_path), store, adapter_factory=lambda c, s: FakeAdapter(tickets))
+            stats.append(asyncio.run(exporter.export_system("fake", since=T0 - timedelta(days=1))))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            store.dispose()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert sum(s.new for s in stats) == 120  # each ticket inserted by exactly one of them
+    store = Store(db_url)
+    try:
+        rows = _examples(store)
+        assert sorted(rows, key=int) == [str(i) for i in range(1, 121)]
+    finally:
+        store.dispose()

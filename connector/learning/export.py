@@ -266,6 +266,14 @@ def _poll_state(session: Session, system: str) -> PollState:
 
 
 def _begin(store: Store, system: str, since_override: datetime | None, now: datetime) -> tuple[_RunState, bool]:
+    try:
+        return _begin_once(store, system, since_override, now)
+    except IntegrityError:
+        # another process created the system's poll_state row at the same moment
+        return _begin_once(store, system, since_override, now)
+
+
+def _begin_once(store: Store, system: str, since_override: datetime | None, now: datetime) -> tuple[_RunState, bool]:
     with store.session() as session:
         state = _poll_state(session, system)
         if state.export_cursor and since_override is None:
