@@ -114,7 +114,8 @@ def start_server(work: Path, dirs: dict[str, Path], port: int, batching: bool, a
         "logging": {"level": "WARNING"},
         "model": {"fields": list(dirs), "paths": {f: str(d) for f, d in dirs.items()}, "device": args.device,
                   "max_length": args.max_length},
-        "api": {"port": port, "micro_batch_wait_ms": args.wait_ms, "micro_batch_max": args.batch_max},
+        "api": {"port": port, "micro_batch_wait_ms": args.wait_ms, "micro_batch_max": args.batch_max,
+                "micro_batch_workers": args.workers},
     }
     path = work / f"config-{'on' if batching else 'off'}.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -122,6 +123,10 @@ def start_server(work: Path, dirs: dict[str, Path], port: int, batching: bool, a
     if not batching:
         command.append("--no-micro-batching")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if args.torch_threads:
+        env["OMP_NUM_THREADS"] = str(args.torch_threads)
+    if args.omp_passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"  # OpenMP threads sleep instead of spinning (shared machines)
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -139,8 +144,16 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) ->
     raise SystemExit("the server did not become ready")
 
 
-async def run_phase(url: str, texts: list[str], clients: int, duration: float, warmup: float) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+async def run_phase(url: str, texts: list[str], clients: int, duration: float, warmup: float, pid: int) -> dict[str, Any]:
     latencies: list[float] = []
+    cpu: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
@@ -171,7 +184,13 @@ async def run_phase(url: str, texts: list[str], clients: int, duration: float, w
                     else:
                         errors += 1
 
-        await asyncio.gather(*(one_client(k) for k in range(clients)))
+        async def sample_cpu() -> None:
+            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+            cpu.append(cpu_seconds(pid))
+            await asyncio.sleep(max(0.0, stop - time.perf_counter()))
+            cpu.append(cpu_seconds(pid))
+
+        await asyncio.gather(sample_cpu(), *(one_client(k) for k in range(clients)))
     latencies.sort()
     count = len(latencies)
 
@@ -186,6 +205,8 @@ async def run_phase(url: str, texts: list[str], clients: int, duration: float, w
         "p50_ms": round(pct(50), 1),
         "p99_ms": round(pct(99), 1),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if count else None,
+        # server CPU time per answered request: robust to other load on a shared machine
+        "server_cpu_ms_per_request": round((cpu[1] - cpu[0]) / count * 1000, 1) if count and len(cpu) == 2 else None,
     }
 
 
@@ -197,12 +218,13 @@ def bench_mode(work: Path, dirs: dict[str, Path], batching: bool, texts: list[st
         wait_ready(url, proc)
         results = []
         for clients in args.clients:
-            result = asyncio.run(run_phase(url, texts, clients, args.duration, args.warmup))
+            result = asyncio.run(run_phase(url, texts, clients, args.duration, args.warmup, proc.pid))
             result["micro_batching"] = batching
             results.append(result)
             print(
                 f"  batching {'on ' if batching else 'off'} {clients:>3} client(s): {result['requests_per_s']:8.1f} req/s  "
-                f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  ({result['requests']} requests, {result['errors']} errors)",
+                f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  "
+                f"server CPU {result['server_cpu_ms_per_request']} ms/request  ({result['requests']} requests, {result['errors']} errors)",
                 flush=True,
             )
         return results
@@ -226,8 +248,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each phase")
     parser.add_argument("--wait-ms", type=float, default=5.0, help="api.micro_batch_wait_ms")
     parser.add_argument("--batch-max", type=int, default=64, help="api.micro_batch_max")
+    parser.add_argument("--workers", type=int, default=1, help="api.micro_batch_workers")
     parser.add_argument("--max-length", type=int, default=256, help="model.max_length")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--omp-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE for the servers")
+    parser.add_argument("--torch-threads", type=int, help="OMP_NUM_THREADS of the servers (default: torch's choice)")
     parser.add_argument("--work-dir", type=Path, help="keep models and configs here (default: a temporary directory)")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object")
     args = parser.parse_args()
@@ -240,10 +265,15 @@ def main() -> int:
         work.mkdir(parents=True, exist_ok=True)
         dirs, source = model_dirs(args, work)
         print(f"model: {source}; fields {', '.join(dirs)}; {len(texts)} texts; cores {os.cpu_count()}; "
+              f"torch threads {args.torch_threads or 'default'}{', OMP passive' if args.omp_passive else ''}; load average {os.getloadavg()[0]:.1f}; "
               f"{args.duration:.0f} s per phase", flush=True)
         off = bench_mode(work, dirs, False, texts, args)
         on = bench_mode(work, dirs, True, texts, args)
-    summary: dict[str, Any] = {"model": source, "fields": list(dirs), "cores": os.cpu_count(), "results": off + on}
+    summary: dict[str, Any] = {
+        "model": source, "fields": list(dirs), "cores": os.cpu_count(), "torch_threads": args.torch_threads,
+        "omp_passive": args.omp_passive,
+        "load_average_end": round(os.getloadavg()[0], 1), "results": off + on,
+    }
     for a, b in zip(off, on):
         ratio = b["requests_per_s"] / a["requests_per_s"] if a["requests_per_s"] else float("nan")
         summary[f"throughput_ratio_{a['clients']}_clients"] = round(ratio, 2)

@@ -218,3 +218,21 @@ def test_length_groups_bound_padding() -> None:
     out = classify_grouped(fake, texts, 2048)
     assert [p.fields["queue"].label for p in out] == texts  # order kept
     assert len(fake.passes) == len(groups) > 1
+
+
+def test_workers_run_passes_concurrently() -> None:
+    fake = FakeClassifier(delay=0.3)
+
+    async def main() -> float:
+        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=0, max_texts=2, workers=2)
+        await batcher.start()
+        started = time.perf_counter()
+        await _gather(batcher, [["a", "b"], ["c", "d"]])
+        elapsed = time.perf_counter() - started
+        await batcher.stop()
+        return elapsed
+
+    elapsed = asyncio.run(main())
+    assert fake.passes == [2, 2]
+    assert elapsed < 0.55  # two passes of 0.3 s side by side
+    assert len(fake.threads) == 2

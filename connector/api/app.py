@@ -92,6 +92,7 @@ def create_app(
         enabled=True if micro_batching is None else micro_batching,
         wait_ms=settings.micro_batch_wait_ms,
         max_texts=settings.micro_batch_max,
+        workers=settings.micro_batch_workers,
         observer=observe_forward_pass,
     )
     jobs = TrainingJobRunner(config, store, on_finished=None)

@@ -4,8 +4,10 @@ Requests that arrive while the model is busy, or within ``wait_ms`` of each
 other, share one forward pass: a collector task takes the first waiting
 request, gathers more for at most ``wait_ms`` (or until ``max_texts`` texts),
 runs the classifier once in a worker thread, and hands each request its share
-of the predictions.  One forward pass runs at a time, so the event loop stays
-free and the CPU or GPU does not thrash between concurrent passes.
+of the predictions.  At most ``workers`` passes run at once (default one), so
+the event loop stays free and the CPU or GPU does not thrash between many
+concurrent passes.  A pass is cut into groups of similar length
+(:func:`length_groups`) so that padding to the longest text stays bounded.
 
 With batching switched off every request runs its own forward pass in a
 thread of the pool (what a plain FastAPI endpoint would do): the baseline of
@@ -91,6 +93,7 @@ class MicroBatcher:
         max_texts: int = 64,
         observer: BatchObserver | None = None,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
+        workers: int = 1,
     ) -> None:
         self.holder = holder
         self.enabled = enabled
@@ -98,6 +101,8 @@ class MicroBatcher:
         self.max_texts = max(1, max_texts)
         self.observer = observer
         self.token_budget = token_budget
+        #: forward passes that may run at once (each in its own worker thread)
+        self.workers = max(1, workers)
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -109,7 +114,7 @@ class MicroBatcher:
         if not self.enabled or self._task is not None:
             return
         self._queue = asyncio.Queue()
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="classify")
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
         await self.warm_up()
 
@@ -196,33 +201,52 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         assert self._queue is not None
+        slots = asyncio.Semaphore(self.workers)
+        passes: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await slots.acquire()  # collect the next pass only when a worker is free
+                try:
+                    batch = await self._collect(self._queue)
+                except BaseException:
+                    slots.release()
+                    raise
+                batch = [p for p in batch if not p.future.done()]  # callers that gave up
+                if not batch:
+                    slots.release()
+                    continue
+                task = asyncio.create_task(self._pass(batch))
+                passes.add(task)
+                task.add_done_callback(lambda t: (passes.discard(t), slots.release()))
+        finally:
+            for task in passes:
+                task.cancel()
+            if passes:
+                await asyncio.gather(*passes, return_exceptions=True)
+
+    async def _pass(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._collect(self._queue)
-            batch = [p for p in batch if not p.future.done()]  # callers that gave up
-            if not batch:
-                continue
-            texts = [text for pending in batch for text in pending.texts]
-            started = time.perf_counter()
-            try:
-                classifier = self.holder.current  # one model for the whole pass, even across a swap
-                predictions = await loop.run_in_executor(
-                    self._executor, classify_grouped, classifier, texts, self.token_budget
-                )
-            except asyncio.CancelledError:
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(RuntimeError("the API is shutting down"))
-                raise
-            except Exception as exc:  # handed to every caller of this pass
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
-                continue
-            self._observe(len(texts), time.perf_counter() - started)
-            offset = 0
+        texts = [text for pending in batch for text in pending.texts]
+        started = time.perf_counter()
+        try:
+            classifier = self.holder.current  # one model for the whole pass, even across a swap
+            predictions = await loop.run_in_executor(
+                self._executor, classify_grouped, classifier, texts, self.token_budget
+            )
+        except asyncio.CancelledError:
             for pending in batch:
-                share = predictions[offset : offset + len(pending.texts)]
-                offset += len(pending.texts)
                 if not pending.future.done():
-                    pending.future.set_result(share)
+                    pending.future.set_exception(RuntimeError("the API is shutting down"))
+            raise
+        except Exception as exc:  # handed to every caller of this pass
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        self._observe(len(texts), time.perf_counter() - started)
+        offset = 0
+        for pending in batch:
+            share = predictions[offset : offset + len(pending.texts)]
+            offset += len(pending.texts)
+            if not pending.future.done():
+                pending.future.set_result(share)

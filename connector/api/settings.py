@@ -29,3 +29,5 @@ class ApiSettings(BaseModel):
     #: wait up to this long for more classify requests to share one forward pass
     micro_batch_wait_ms: float = Field(5.0, ge=0, le=1000)
     micro_batch_max: int = Field(64, ge=1)
+    #: forward passes of classify requests that may run at once (worker threads)
+    micro_batch_workers: int = Field(1, ge=1, le=32)
