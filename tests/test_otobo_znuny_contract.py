@@ -311,6 +311,7 @@ def test_login_per_request_mode_and_redacted_http_logs(
     otobo: OtoboStandin, make_adapter: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.INFO, logger="httpx")  # the daemon's logging set-up quiets httpx; undo for this test
     otobo.add_ticket("a", "b")
 
     async def go() -> None:
