@@ -160,10 +160,16 @@ def decisions(db: Path, system: str = "rt") -> dict[str, dict[str, Any]]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         rows = con.execute(
-            "select ticket_id, status, reason, error from decisions where system = ?", (system,)
+            "select ticket_id, status, reason, error, attempts from decisions where system = ?", (system,)
         ).fetchall()
     except sqlite3.OperationalError:  # not migrated yet
         return {}
     finally:
         con.close()
-    return {r[0]: {"status": r[1], "reason": r[2], "error": r[3]} for r in rows}
+    return {r[0]: {"status": r[1], "reason": r[2], "error": r[3], "attempts": r[4]} for r in rows}
+
+
+def writing_now(db: Path) -> bool:
+    """Whether the daemon is in the middle of a batch: a ticket routed, others claimed and not yet written."""
+    found = list(decisions(db).values())
+    return any(d["status"] == "applied" for d in found) and any(d["status"] == "claimed" for d in found)

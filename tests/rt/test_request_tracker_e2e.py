@@ -27,6 +27,7 @@ from rt_support import (
     system_section,
     wait_for,
     write_config,
+    writing_now,
 )
 from tiny_model import build_tiny_model
 
@@ -226,12 +227,13 @@ def test_killed_mid_batch_then_restarted_routes_every_ticket_exactly_once(
     daemon = DaemonProcess(config, tmp_path / "daemon.log")
     daemon.start()
     try:
-        wait_for(lambda: sum(d["status"] == "applied" for d in decisions(db).values()) >= 2, 240,
-                 "the first routed tickets", on_timeout=daemon.output)
+        # kill in the middle of a batch: some tickets routed, others of the page claimed, one maybe half-written
+        wait_for(lambda: writing_now(db), 240, "a write in flight", interval=0.2, on_timeout=daemon.output)
     finally:
-        daemon.kill()  # SIGKILL: no clean shutdown, claims may be left in flight
+        daemon.kill()  # SIGKILL: no clean shutdown, the claims stay in the store
     done_before = decisions(db)
     assert len([d for d in done_before.values() if d["status"] == "applied"]) < len(ids), "killed too late"
+    assert any(d["status"] == "claimed" for d in done_before.values()), "killed between two writes"
 
     restarted = DaemonProcess(config, tmp_path / "daemon2.log")
     restarted.start()
@@ -240,6 +242,7 @@ def test_killed_mid_batch_then_restarted_routes_every_ticket_exactly_once(
                  "every ticket routed after the restart", interval=1.0, on_timeout=restarted.output)
     finally:
         assert restarted.terminate() == 0, restarted.output()
+    assert "reconciling" in restarted.output()  # the claims left by the kill were settled first
 
     for tid in ids:
         changes = queue_changes(rt, tid)
