@@ -109,8 +109,8 @@ def test_unauthenticated_body_is_not_parsed_first(client: httpx.Client) -> None:
 
 def test_verifier_compares_every_token_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     tokens = [
-        ApiToken(name="a", token="first-token", scopes=["classify"]),
-        ApiToken(name="b", token="second-token", scopes=["admin"]),
+        ApiToken(name="a", token="first-token-0123456789", scopes=["classify"]),
+        ApiToken(name="b", token="second-token-0123456789", scopes=["admin"]),
     ]
     verifier = TokenVerifier(tokens)
     calls: list[tuple[bytes, bytes]] = []
@@ -121,12 +121,12 @@ def test_verifier_compares_every_token_in_constant_time(monkeypatch: pytest.Monk
         return real(a, b)
 
     monkeypatch.setattr(auth_module.hmac, "compare_digest", spy)
-    principal = verifier.verify("first-token")
+    principal = verifier.verify("first-token-0123456789")
     assert principal is not None and principal.name == "a" and principal.scopes == {"classify"}
     assert len(calls) == 2  # no early exit on the first match
     assert all(len(a) == len(b) == 32 for a, b in calls)  # digests: lengths do not leak
     calls.clear()
-    admin = verifier.verify("second-token")
+    admin = verifier.verify("second-token-0123456789")
     assert admin is not None and admin.scopes == {"classify", "admin"}
     assert verifier.verify("third") is None and len(calls) == 4
 
@@ -139,7 +139,23 @@ def test_loopback_rule() -> None:
         assert not is_loopback(host), host
         with pytest.raises(InsecureBindError, match="api.tokens"):
             check_bind_address(host, [])
-    check_bind_address("0.0.0.0", [ApiToken(name="x", token="t", scopes=["admin"])])
+    check_bind_address("0.0.0.0", [ApiToken(name="x", token="t" * 16, scopes=["admin"])])
+
+
+def test_token_settings(tmp_path: Any) -> None:
+    from pydantic import ValidationError
+
+    secret = tmp_path / "token"
+    secret.write_text("from-a-file-0123456789\n", encoding="utf-8")
+    token = ApiToken.model_validate({"name": "f", "token_file": str(secret), "scopes": ["admin"]})
+    assert token.token.get_secret_value() == "from-a-file-0123456789"
+    assert "from-a-file" not in repr(token)
+    with pytest.raises(ValidationError, match="16 characters"):
+        ApiToken(name="short", token="abc")
+    with pytest.raises(ValidationError, match="cannot read"):
+        ApiToken.model_validate({"name": "f", "token_file": str(tmp_path / "missing")})
+    with pytest.raises(ValidationError):
+        ApiToken.model_validate({"name": "f", "token": "x" * 20, "scopes": ["superuser"]})
 
 
 def test_without_tokens_the_api_is_open_on_loopback(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:

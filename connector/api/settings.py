@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class ApiToken(BaseModel):
+    """A client's bearer token; ``token_file`` (a path, content stripped) may replace ``token``."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: str = Field(min_length=1, max_length=100)
     token: SecretStr
-    scopes: list[Literal["classify", "admin"]] = Field(default_factory=lambda: ["classify"])
+    scopes: list[Literal["classify", "admin"]] = Field(default_factory=lambda: ["classify"], min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_token_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("token_file") is None:
+            return data
+        data = dict(data)
+        path = Path(str(data.pop("token_file"))).expanduser()
+        try:
+            data["token"] = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"token_file: cannot read {path}: {exc.strerror or exc}") from exc
+        return data
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("a token must have at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return value
 
 
 class ApiSettings(BaseModel):
