@@ -51,7 +51,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def config(otobo: OtoboStandin, tmp_path: Path, *, mode: str = "apply", routing: dict[str, Any] | None = None,
-           page_size: int = 4, max_tickets_per_poll: int = 500, **connection: Any) -> AppConfig:
+           page_size: int = 4, max_tickets_per_poll: int = 500, type_: str = "otobo", **connection: Any) -> AppConfig:
     (tmp_path / "otobo-password").write_text(PASSWORD, encoding="utf-8")
     conn: dict[str, Any] = {
         "base_url": otobo.base_url,
@@ -66,7 +66,7 @@ def config(otobo: OtoboStandin, tmp_path: Path, *, mode: str = "apply", routing:
     return parse_config({
         "state_dir": str(tmp_path),
         "systems": {SYSTEM: {
-            "type": "otobo",
+            "type": type_,
             "connection": conn,
             "source": {"queues": ["Raw"], "states": ["new"]},
             "page_size": page_size,
@@ -136,6 +136,17 @@ def test_apply_routes_every_ticket_once(otobo: OtoboStandin, store: Store, tmp_p
     assert statuses(store) == {"applied": 10}
     assert DecisionStore(store, "x").get_cursor(SYSTEM) is not None
     assert len(otobo.calls("SessionCreate")) == 1
+
+
+def test_znuny_flavour_routes_the_same(tmp_path: Path, store: Store) -> None:
+    with OtoboStandin(product="otrs", users={"helpdesk-connector": PASSWORD}) as znuny:
+        ids = create(znuny, 3)
+        (result,) = run(polls(config(znuny, tmp_path, type_="znuny"), store))
+        assert result.ok and result.outcomes["applied"] == 3, result.error
+        assert "/otrs/nph-genericinterface.pl/Webservice/" in znuny.requests[0]["path"]
+        for tid in ids:
+            ticket = znuny.tickets[tid]
+            assert (ticket.queue, ticket.priority) == EXPECTED[ticket.title.split()[0]]
 
 
 def test_suggest_writes_only_notes_and_never_twice(otobo: OtoboStandin, store: Store, tmp_path: Path) -> None:
