@@ -104,6 +104,22 @@ class PollResult:
         return ", ".join(parts)
 
 
+@dataclass(slots=True)
+class _Page:
+    """A classified, decided and claimed page (built in the worker thread)."""
+
+    predictions: list[Prediction | BaseException] = field(default_factory=list)
+    seconds: float = 0.0
+    #: decisions recorded as final right away: (decision, status, reason, error)
+    finals: list[tuple[NewDecision, str, str | None, str | None]] = field(default_factory=list)
+    #: tickets to write: (ticket, prediction, decision, record)
+    plans: list[tuple[Ticket, Prediction, RoutingDecision, NewDecision]] = field(default_factory=list)
+    #: per final ticket: (prediction, log detail, log level)
+    logs: dict[str, tuple[Prediction | None, str, int]] = field(default_factory=dict)
+    #: ticket ids this page claimed or recorded (the others belong to another daemon)
+    won: set[str] = field(default_factory=set)
+
+
 def error_kind(exc: BaseException) -> str:
     """A short, bounded label for metrics and logs."""
     if isinstance(exc, TransientError):
@@ -165,6 +181,7 @@ class Pipeline:
         self._to_release: set[str] = set()
         self._pending: list[tuple[str, str, str | None, str | None, dict[str, Any] | None]] = []
         self._last_unexpected: str | None = None
+        self._settle_task: asyncio.Task[None] | None = None
         metrics.init_system(name)
 
     # ------------------------------------------------------------------ helpers
@@ -272,9 +289,12 @@ class Pipeline:
                     return
                 metrics.HELPDESK_CALLS.labels(system=self.name, operation="list").inc()
         finally:
-            aclose = getattr(pages, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            try:
+                await self._drain_settle()
+            finally:
+                aclose = getattr(pages, "aclose", None)
+                if aclose is not None:
+                    await aclose()
 
     # ------------------------------------------------------------------ one page
 
@@ -282,56 +302,25 @@ class Pipeline:
         """Route a page of undecided tickets; False when some were left for later (shutdown).
 
         Store writes are batched: the page's claims (and its final records:
-        dry-run, skipped, failed) go in one transaction, its outcomes in
-        another, so a page costs a few commits however many tickets it holds.
+        dry-run, skipped, failed) go in one transaction, made in the worker
+        thread right after classification; the page's outcomes go in another,
+        written in the background while the next page is read.
         """
         tickets, unreadable = await self._with_bodies(tickets)
-        finals: list[tuple[NewDecision, str, str | None, str | None]] = []
-        logs: dict[str, tuple[Prediction | None, str, str, int]] = {}
-        for ticket, exc in unreadable:
-            new = NewDecision(self.name, ticket.id, self.system.mode, original=snapshot(ticket))
-            finals.append((new, "failed", "cannot read the ticket", describe_error(exc)))
-            logs[ticket.id] = (None, "failed", f"error={describe_error(exc)!r}", logging.WARNING)
-        plans: list[tuple[Ticket, Prediction, RoutingDecision, NewDecision]] = []
-        if tickets:
-            classifier = self.holder.current  # one model for the whole page, even if a swap happens meanwhile
-            predictions = await self._classify(classifier, tickets)
-            for ticket, prediction in zip(tickets, predictions, strict=True):
-                if isinstance(prediction, BaseException):
-                    new = NewDecision(self.name, ticket.id, self.system.mode, original=snapshot(ticket))
-                    error = describe_error(prediction)
-                    finals.append((new, "failed", "the classifier failed on this ticket's text", error))
-                    logs[ticket.id] = (None, "failed", f"error={error!r}", logging.WARNING)
-                    continue
-                decision = decide(prediction, self.system, ticket)
-                new = NewDecision(
-                    system=self.name,
-                    ticket_id=ticket.id,
-                    mode=self.system.mode,
-                    model_version=prediction.model_version,
-                    predictions=dict(prediction.as_dict()),
-                    original=snapshot(ticket),
-                    planned=decision.planned(),
-                )
-                if decision.change is None:
-                    finals.append((new, decision.status, decision.reason_text(), None))
-                    logs[ticket.id] = (prediction, decision.status, self._would(decision), logging.INFO)
-                else:
-                    plans.append((ticket, prediction, decision, new))
-        if not finals and not plans:
-            return True
-        won = await self._db(self.decisions.claim_many, [plan[3] for plan in plans], finals)
-        for new, status, _, _ in finals:
-            if new.ticket_id in won:
+        classifier = self.holder.current if tickets else None  # one model for the whole page
+        page = await self._classify_and_claim(classifier, tickets, unreadable)
+        for new, status, _, _ in page.finals:
+            if new.ticket_id in page.won:
                 result.outcomes[status] += 1
-                prediction, _, detail, level = logs[new.ticket_id]
+                prediction, detail, level = page.logs[new.ticket_id]
                 self._log_decision(new.ticket_id, prediction, status, detail, level=level)
-        mine = [plan for plan in plans if plan[3].ticket_id in won]
-        for plan in plans:
-            if plan[3].ticket_id not in won:
+        mine = [plan for plan in page.plans if plan[3].ticket_id in page.won]
+        for plan in page.plans:
+            if plan[3].ticket_id not in page.won:
                 log.debug("%s: ticket %s is decided by another instance", self.name, plan[3].ticket_id)
         if not mine:
             return True
+        await self._drain_settle()
         semaphore = asyncio.Semaphore(self.system.max_concurrent_writes)
         self._started = set()
         self._to_release = set()
@@ -345,13 +334,32 @@ class Pipeline:
             completed = True
         finally:
             unstarted = {plan[3].ticket_id for plan in mine} - self._started
-            await self._settle(self._to_release | unstarted, in_cancellation=not completed)
+            release = self._to_release | unstarted
+            if completed:  # record in the background; _drain_settle() waits for it
+                pending, self._pending = self._pending, []
+                self._settle_task = asyncio.create_task(self._settle_batch(pending, release))
+            else:
+                await self._settle(release, in_cancellation=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
         if self._abort is not None:
+            await self._drain_settle()
             raise PollAborted(self._abort)
         return all(outcomes)
+
+    async def _drain_settle(self) -> None:
+        """Wait for the outcomes of the previous page to be stored (raises if that failed)."""
+        task, self._settle_task = self._settle_task, None
+        if task is not None:
+            await task
+
+    async def _settle_batch(self, pending: list[Any], release: set[str]) -> None:
+        if pending:
+            await self._db(self.decisions.finish_many, self.name, pending)
+        if release:
+            await self._db(self.decisions.release_many, self.name, release)
+            log.debug("%s: %d claim(s) released", self.name, len(release))
 
     async def _settle(self, release: set[str], *, in_cancellation: bool = False) -> None:
         """Record the outcomes gathered so far and drop claims whose write never started (one transaction each)."""
@@ -363,11 +371,57 @@ class Pipeline:
                 self.decisions.release_many(self.name, release)
                 log.info("%s: %d claim(s) released (their write had not started)", self.name, len(release))
             return
-        if pending:
-            await self._db(self.decisions.finish_many, self.name, pending)
-        if release:
-            await self._db(self.decisions.release_many, self.name, release)
-            log.debug("%s: %d claim(s) released", self.name, len(release))
+        await self._settle_batch(pending, release)
+
+    async def _classify_and_claim(
+        self, classifier: Classifier | None, tickets: Sequence[Ticket], unreadable: Sequence[tuple[Ticket, BaseException]]
+    ) -> _Page:
+        """In the worker thread: clean, classify, decide and claim the page (one transaction)."""
+
+        def work() -> _Page:
+            page = _Page()
+            for ticket, exc in unreadable:
+                new = NewDecision(self.name, ticket.id, self.system.mode, original=snapshot(ticket))
+                page.finals.append((new, "failed", "cannot read the ticket", describe_error(exc)))
+                page.logs[ticket.id] = (None, f"error={describe_error(exc)!r}", logging.WARNING)
+            if tickets:
+                assert classifier is not None
+                page.predictions, page.seconds = self._predict(classifier, tickets)
+            for ticket, prediction in zip(tickets, page.predictions, strict=True):
+                if isinstance(prediction, BaseException):
+                    new = NewDecision(self.name, ticket.id, self.system.mode, original=snapshot(ticket))
+                    error = describe_error(prediction)
+                    page.finals.append((new, "failed", "the classifier failed on this ticket's text", error))
+                    page.logs[ticket.id] = (None, f"error={error!r}", logging.WARNING)
+                    continue
+                decision = decide(prediction, self.system, ticket)
+                new = NewDecision(
+                    system=self.name,
+                    ticket_id=ticket.id,
+                    mode=self.system.mode,
+                    model_version=prediction.model_version,
+                    predictions=dict(prediction.as_dict()),
+                    original=snapshot(ticket),
+                    planned=decision.planned(),
+                )
+                if decision.change is None:
+                    page.finals.append((new, decision.status, decision.reason_text(), None))
+                    page.logs[ticket.id] = (prediction, self._would(decision), logging.INFO)
+                else:
+                    page.plans.append((ticket, prediction, decision, new))
+            if page.finals or page.plans:
+                page.won = self.decisions.claim_many([plan[3] for plan in page.plans], page.finals)
+            return page
+
+        loop = asyncio.get_running_loop()
+        page = await loop.run_in_executor(self.executor or classify_executor(), work)
+        if tickets:
+            metrics.CLASSIFICATION_SECONDS.labels(source="daemon").observe(page.seconds)
+            metrics.BATCH_SIZE.labels(source="daemon").observe(len(tickets))
+            for prediction in page.predictions:
+                if isinstance(prediction, Prediction):
+                    metrics.observe_predictions({f: fp.confidence for f, fp in prediction.fields.items()})
+        return page
 
     async def _with_bodies(self, tickets: Sequence[Ticket]) -> tuple[list[Ticket], list[tuple[Ticket, BaseException]]]:
         """Read the full ticket where the listing had no body (bounded concurrency).
@@ -401,39 +455,28 @@ class Pipeline:
             raise PollAborted(fatal)
         return out, failed
 
-    async def _classify(self, classifier: Classifier, tickets: Sequence[Ticket]) -> list[Prediction | BaseException]:
-        """Predictions in ticket order; a text the model chokes on gets its exception instead."""
-
-        def work() -> tuple[list[Prediction | BaseException], float]:
-            texts = [ticket_text(t.subject, t.body, is_html=t.body_is_html or None) for t in tickets]
-            start = time.perf_counter()
-            try:
-                predictions: list[Prediction | BaseException] = list(classifier.classify(texts))
-            except ModelLoadError:
-                raise
-            except Exception:  # one bad text must not block the page: classify one by one
-                log.warning("%s: classifying a batch of %d failed; retrying one by one", self.name, len(texts),
-                            exc_info=True)
-                predictions = []
-                for text in texts:
-                    try:
-                        predictions.extend(classifier.classify([text]))
-                    except ModelLoadError:
-                        raise
-                    except Exception as exc:
-                        predictions.append(exc)
-            return predictions, time.perf_counter() - start
-
-        loop = asyncio.get_running_loop()
-        predictions, seconds = await loop.run_in_executor(self.executor or classify_executor(), work)
+    def _predict(self, classifier: Classifier, tickets: Sequence[Ticket]) -> tuple[list[Prediction | BaseException], float]:
+        """Predictions in ticket order (worker thread); a text the model chokes on gets its exception instead."""
+        texts = [ticket_text(t.subject, t.body, is_html=t.body_is_html or None) for t in tickets]
+        start = time.perf_counter()
+        try:
+            predictions: list[Prediction | BaseException] = list(classifier.classify(texts))
+        except ModelLoadError:
+            raise
+        except Exception:  # one bad text must not block the page: classify one by one
+            log.warning("%s: classifying a batch of %d failed; retrying one by one", self.name, len(texts),
+                        exc_info=True)
+            predictions = []
+            for text in texts:
+                try:
+                    predictions.extend(classifier.classify([text]))
+                except ModelLoadError:
+                    raise
+                except Exception as exc:
+                    predictions.append(exc)
         if len(predictions) != len(tickets):
             raise ModelLoadError(f"classifier returned {len(predictions)} predictions for {len(tickets)} texts")
-        metrics.CLASSIFICATION_SECONDS.labels(source="daemon").observe(seconds)
-        metrics.BATCH_SIZE.labels(source="daemon").observe(len(tickets))
-        for prediction in predictions:
-            if isinstance(prediction, Prediction):
-                metrics.observe_predictions({f: fp.confidence for f, fp in prediction.fields.items()})
-        return predictions
+        return predictions, time.perf_counter() - start
 
     # ------------------------------------------------------------------ one ticket
 
