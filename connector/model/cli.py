@@ -75,6 +75,16 @@ def _load_data(path: Path, text_column: str | None, subject_column: str | None, 
     )
 
 
+def _show_training_log() -> None:
+    """Epoch lines of training on stderr (unless logging was configured already)."""
+    train_log = logging.getLogger("connector.model")
+    if not train_log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        train_log.addHandler(handler)
+        train_log.setLevel(logging.INFO)
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "–"
@@ -121,6 +131,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = _load_config(config)
         console = _console(json_out)
+        _show_training_log()
         overrides = {k: v for k, v in {"epochs": epochs, "max_length": max_length, "batch_size": batch_size, "learning_rate": learning_rate}.items() if v is not None}
         try:
             settings = cfg.training.model_copy(update=overrides)

@@ -305,6 +305,10 @@ def train_field(
     valid_texts, valid_labels = valid_part.for_field(field_name)
 
     set_seed(settings.seed)
+    log.info(
+        "%s: fine-tuning %s on %d examples (%d labels), validating on %d, %s",
+        field_name, base.name, len(train_texts), len(label_names), len(valid_texts), torch_device,
+    )
     notify(0.0, f"{field_name}: loading base model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True, trust_remote_code=False)
@@ -608,6 +612,7 @@ def train_models(
                 version=version,
             )
             baselines[name] = result.evaluation
+            log.info("%s: linear baseline macro-F1 %.4f, accuracy %.4f", name, result.evaluation.macro_f1, result.evaluation.accuracy)
             if result.trained is not None:
                 baseline_models[name] = result.trained
         models[name] = train_field(
