@@ -184,3 +184,42 @@ def test_worker_lowers_its_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     spec.write(tmp_path / "spec.json")
     assert JobSpec.read(tmp_path / "spec.json") == spec
     assert "token" not in (tmp_path / "spec.json").read_text()
+
+
+def test_worker_respects_the_shared_training_lock(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from connector.api import train_worker
+    from connector.api.jobs import training_lock_path
+    from connector.store.db import utcnow
+
+    config = _config(tmp_path)
+    store = Store(config.store_url)
+    with store.session() as s:
+        job = TrainingJob(state="queued", trigger="api", params={}, progress=0.0, metrics={}, created_at=utcnow())
+        s.add(job)
+        s.flush()
+        job_id = job.id
+    spec = JobSpec(
+        job_id=job_id, store_url=config.store_url, state_dir=str(config.state_dir), models_dir=str(config.models_dir),
+        dataset_id=1, dataset_path=str(tmp_path / "none.jsonl"), fields=["queue"],
+        model=config.model.model_dump(mode="json"), training=config.training.model_dump(mode="json"),
+    )
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    # another process (e.g. the learning loop's retraining) holds the lock
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; l = FileLock(sys.argv[1]); "
+         "l.acquire(); print('held', flush=True); time.sleep(60)", str(training_lock_path(config.state_dir))],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        assert train_worker.run(spec) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    with store.session() as s:
+        row = s.get(TrainingJob, job_id)
+        assert row is not None and row.state == "failed" and "training lock" in (row.error or "")
+    store.dispose()

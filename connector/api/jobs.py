@@ -107,6 +107,11 @@ def job_dir(config: AppConfig, job_id: int) -> Path:
     return config.state_dir / "jobs" / str(job_id)
 
 
+def training_lock_path(state_dir: str | os.PathLike[str]) -> Path:
+    """The file lock every training process holds (shared with the learning loop's retraining)."""
+    return Path(state_dir) / "training.lock"
+
+
 def settle_job(store: Store, job_id: int, state: str, *, error: str | None = None) -> bool:
     """Move a job that is still queued/running to a final state; False if it had already ended."""
     with store.session() as session:
@@ -223,6 +228,8 @@ class TrainingJobRunner:
                     progress=0.0,
                     metrics={},
                     created_at=utcnow(),
+                    # this (live) process owns the job until the worker writes its own pid
+                    pid=os.getpid(),
                 )
                 session.add(job)
                 session.flush()
@@ -252,7 +259,7 @@ class TrainingJobRunner:
                 raise
             with self.store.session() as session:
                 row = session.get(TrainingJob, job_id)
-                if row is not None and row.pid is None:
+                if row is not None and row.state == "queued":
                     row.pid = proc.pid
             self._proc, self._job_id = proc, job_id
             self._unsettled.add(job_id)

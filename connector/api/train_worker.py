@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from connector.api.datasets import load_dataset
-from connector.api.jobs import JobSpec
+from filelock import FileLock, Timeout
+
+from connector.api.jobs import JobSpec, training_lock_path
 from connector.model.settings import ModelSettings, TrainingSettings
 from connector.store.db import Store, utcnow
 from connector.store.tables import TrainingJob
@@ -84,20 +86,21 @@ def _lower_priority() -> None:
         pass
 
 
-def run(spec: JobSpec) -> int:
+def run(spec: JobSpec, cancel: threading.Event | None = None) -> int:
+    """Train the job of ``spec``; setting ``cancel`` stops it.  The exit code of the process."""
     from connector.model.train import TrainingCancelled, train_models
 
+    cancel = cancel or threading.Event()
     store = Store(spec.store_url, apply_migrations=False)
     job = _Job(store, spec.job_id)
-    cancel = threading.Event()
-
-    def on_term(_signum: int, _frame: object) -> None:
-        cancel.set()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
     if job.state() != "queued":
         log.error("job %d is not queued (state %s); not training", spec.job_id, job.state())
+        return 1
+    lock = FileLock(str(training_lock_path(spec.state_dir)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        job.update(state="failed", error="another training is running (training lock held)", finished_at=utcnow())
         return 1
     job.update(state="running", started_at=utcnow(), pid=os.getpid(), progress=0.0)
     try:
@@ -139,6 +142,7 @@ def run(spec: JobSpec) -> int:
             log.error("job %d failed: %s", spec.job_id, message)
         return 1
     finally:
+        lock.release()
         store.dispose()
 
 
@@ -162,7 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     _lower_priority()
     spec = JobSpec.read(Path(argv[0]))
-    return run(spec)
+    cancel = threading.Event()
+
+    def on_term(_signum: int, _frame: object) -> None:
+        cancel.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    return run(spec, cancel)
 
 
 if __name__ == "__main__":
