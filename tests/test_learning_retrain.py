@@ -190,3 +190,28 @@ def test_daemon_shutdown_cancels_a_running_training(env) -> None:
     assert result.state == "cancelled"
     assert active_version(store) == "champ-0"
     assert active_job(store) is None
+
+
+def test_retrain_command(env, tmp_path: Path) -> None:
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from connector.cli import app
+
+    config, store = env
+    data = config.model_dump(mode="json", exclude={"systems", "api", "source_path"})
+    data["store"] = {"url": store.url}
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["retrain", "--config", str(cfg_file)])
+    assert result.exit_code == 0, result.output
+    assert "promoted" in result.output and "report:" in result.output
+    # nothing better to learn from the same data: --force promotes the new challenger anyway
+    forced = CliRunner().invoke(app, ["retrain", "--force", "--json", "--config", str(cfg_file)])
+    assert forced.exit_code == 0, forced.output
+    out = json.loads(forced.output[forced.output.index("{"):])
+    assert out["state"] == "succeeded" and out["fields"]["queue"]["promoted"] is True
+    assert out["fields"]["queue"]["reason"] == "forced"
+    assert active_version(store) == out["version"]
