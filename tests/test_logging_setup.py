@@ -63,7 +63,7 @@ def test_collect_secrets_from_the_configuration() -> None:
     config = parse_config(
         {
             "store": {"url": "postgresql://hc:db-pass-123@127.0.0.1/hc"},
-            "api": {"tokens": [{"name": "ci", "token": "api-token-999"}]},
+            "api": {"tokens": [{"name": "ci", "token": "api-token-999-abcdefgh"}]},
             "systems": {
                 "a": {
                     "type": "generic_rest",
@@ -74,5 +74,5 @@ def test_collect_secrets_from_the_configuration() -> None:
         }
     )
     secrets = collect_secrets(config)
-    assert {"db-pass-123", "api-token-999", "basic-pass-1"} <= set(secrets)
+    assert {"db-pass-123", "api-token-999-abcdefgh", "basic-pass-1"} <= set(secrets)
     assert isinstance(config.api.tokens[0].token, SecretStr)
