@@ -189,6 +189,28 @@ def register(app: typer.Typer) -> None:
             sets = ", ".join(f"{k} -> {v!r}" for k, v in route["would_set"].items()) or "nothing"
             typer.echo(f"  {name} ({route['mode']}): {route['outcome']}: {sets}")
 
+    @app.command("retry-failed")
+    def retry_failed_command(
+        system: Annotated[str, typer.Argument(help="the system whose failed tickets to retry")],
+        config: ConfigOption = None,
+    ) -> None:
+        """Forget a system's failed decisions (e.g. after fixing the mapping) so the next poll retries them."""
+        from connector.store.db import Store
+        from connector.store.decisions import DecisionStore
+
+        cfg = load_or_exit(config)
+        if system not in cfg.systems:
+            typer.echo(f"error: no system {system!r} in the configuration (systems: {', '.join(cfg.systems) or 'none'})",
+                       err=True)
+            raise typer.Exit(EXIT_CONFIG)
+        store = Store(cfg.store_url)
+        try:
+            count = DecisionStore(store, cfg.instance_id).forget_failed(system)
+        finally:
+            store.dispose()
+        typer.echo(f"{system}: {count} failed ticket(s) will be decided again at the next poll"
+                   " (those still listed as new)")
+
     @app.command("status")
     def status_command(
         config: ConfigOption = None,

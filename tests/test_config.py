@@ -235,3 +235,25 @@ def test_run_with_an_unusable_state_store_exits_1_with_a_clear_error(tmp_path: P
     assert result.exit_code == 1
     assert "state store postgresql+psycopg://nobody:***@127.0.0.1:9/none cannot be used" in result.output
     assert "pw-9876" not in result.output
+
+
+def test_retry_failed_lets_the_next_poll_route_a_ticket_again(tmp_path: Path, restore_logging) -> None:
+    with running_sandbox(None, token="t0ken-value") as sandbox:
+        holiday = sandbox.db.create_ticket("holiday", "holiday request").id
+        from tiny_model import build_tiny_model
+
+        q = build_tiny_model(tmp_path / "mq", ["hr"], version="q1", field="queue")
+        text = VALID.format(url=sandbox.api, token="t0ken-value").replace("hr: HR", "hr: Personnel")
+        text = text.replace("      priority:\n        map: {\"*\": \"{label}\"}\n        threshold: 0.5\n", "")
+        text += f"model:\n  device: cpu\n  fields: [queue]\n  paths:\n    queue: {q}\n"
+        path = write(tmp_path, text)
+        result = runner.invoke(app, ["run", "--once", "--config", str(path)])
+        assert result.exit_code == 0, result.output
+        assert "UnknownValueError" in result.output and sandbox.db.get_ticket(holiday).queue == "Inbox"
+        path.write_text(path.read_text().replace("hr: Personnel", "hr: HR"))
+        result = runner.invoke(app, ["retry-failed", "sandbox", "--config", str(path)])
+        assert result.exit_code == 0 and "1 failed ticket(s)" in result.output
+        result = runner.invoke(app, ["run", "--once", "--config", str(path)])
+        assert result.exit_code == 0, result.output
+        assert sandbox.db.get_ticket(holiday).queue == "HR"
+        assert runner.invoke(app, ["retry-failed", "nosuch", "--config", str(path)]).exit_code == 2
