@@ -156,6 +156,11 @@ def render_text(status: dict[str, Any]) -> str:
                 f"    drift: {d['recent_tickets']} tickets of the last {d['window_days']} days vs the {d['compared_with']}: "
                 f"total variation {d['total_variation']:.3f}"
             )
+        elif d:
+            lines.append(
+                f"    drift: not measurable ({d['recent_tickets']} tickets resolved in the last {d['window_days']} days; "
+                f"label counts of the training data {'known' if d['trained'] else 'unknown'})"
+            )
     for job in status["retraining_jobs"][:3]:
         promoted = ", ".join(f"{k}: {'promoted' if v else 'kept champion'}" for k, v in (job.get("promoted") or {}).items())
         lines.append(
