@@ -16,6 +16,7 @@ column ``Document``; the project's sample data if that is absent).
 
     .venv/bin/python bench/api.py                    # both fields, 15 s per phase
     .venv/bin/python bench/api.py --fields queue --duration 20 --json
+    OMP_WAIT_POLICY=ACTIVE .venv/bin/python bench/api.py   # OpenMP threads spinning (torch's default)
 """
 
 from __future__ import annotations
@@ -125,8 +126,6 @@ def start_server(work: Path, dirs: dict[str, Path], port: int, batching: bool, a
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if args.torch_threads:
         env["OMP_NUM_THREADS"] = str(args.torch_threads)
-    if args.omp_passive:
-        env["OMP_WAIT_POLICY"] = "PASSIVE"  # OpenMP threads sleep instead of spinning (shared machines)
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -236,6 +235,40 @@ def bench_mode(work: Path, dirs: dict[str, Path], batching: bool, texts: list[st
             proc.kill()
 
 
+def in_process(dirs: dict[str, Path], texts: list[str], clients: int, rounds: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The micro-batcher alone (no HTTP): ``clients`` concurrent callers, CPU and wall time per text."""
+    from connector.api.batching import MicroBatcher
+    from connector.model.classifier import ClassifierHolder, TransformerClassifier
+
+    classifier = TransformerClassifier.from_dirs(dirs, device=args.device, max_length=args.max_length)
+    out = []
+    for enabled in (False, True):
+
+        async def run(enabled: bool = enabled) -> dict[str, Any]:
+            batcher = MicroBatcher(
+                ClassifierHolder(classifier), enabled=enabled, wait_ms=args.wait_ms, max_texts=args.batch_max, workers=args.workers
+            )
+            await batcher.start()
+            await asyncio.gather(*(batcher.classify([texts[i]]) for i in range(clients)))  # warm-up
+            cpu, wall, n = time.process_time(), time.perf_counter(), 0
+            for r in range(rounds):
+                await asyncio.gather(*(batcher.classify([texts[(r * clients + i) % len(texts)]]) for i in range(clients)))
+                n += clients
+            result = {
+                "micro_batching": enabled, "clients": clients, "texts": n,
+                "cpu_ms_per_text": round((time.process_time() - cpu) / n * 1000, 1),
+                "wall_ms_per_text": round((time.perf_counter() - wall) / n * 1000, 1),
+            }
+            await batcher.stop()
+            return result
+
+        result = asyncio.run(run())
+        print(f"  in-process, batching {'on ' if enabled else 'off'} {clients} callers: "
+              f"{result['cpu_ms_per_text']} ms CPU/text, {result['wall_ms_per_text']} ms wall/text", flush=True)
+        out.append(result)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fields", nargs="+", default=["queue", "priority"], help="fields (one model each)")
@@ -251,13 +284,16 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="api.micro_batch_workers")
     parser.add_argument("--max-length", type=int, default=256, help="model.max_length")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--omp-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE for the servers")
     parser.add_argument("--torch-threads", type=int, help="OMP_NUM_THREADS of the servers (default: torch's choice)")
     parser.add_argument("--work-dir", type=Path, help="keep models and configs here (default: a temporary directory)")
+    parser.add_argument("--in-process-rounds", type=int, default=4,
+                        help="also time the micro-batcher without HTTP (rounds of 32 concurrent callers; 0: skip)")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # as `serve` does: idle OpenMP threads sleep (set before torch is imported; the environment may override it)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.path.insert(0, str(ROOT))
     texts = load_texts(args.data, args.texts)
     with tempfile.TemporaryDirectory(prefix="hc-bench-api-") as tmp:
@@ -265,14 +301,15 @@ def main() -> int:
         work.mkdir(parents=True, exist_ok=True)
         dirs, source = model_dirs(args, work)
         print(f"model: {source}; fields {', '.join(dirs)}; {len(texts)} texts; cores {os.cpu_count()}; "
-              f"torch threads {args.torch_threads or 'default'}{', OMP passive' if args.omp_passive else ''}; load average {os.getloadavg()[0]:.1f}; "
+              f"torch threads {args.torch_threads or 'default'}, OMP_WAIT_POLICY {os.environ['OMP_WAIT_POLICY']}; load average {os.getloadavg()[0]:.1f}; "
               f"{args.duration:.0f} s per phase", flush=True)
         off = bench_mode(work, dirs, False, texts, args)
         on = bench_mode(work, dirs, True, texts, args)
+        inproc = in_process(dirs, texts, 32, args.in_process_rounds, args) if args.in_process_rounds else []
     summary: dict[str, Any] = {
         "model": source, "fields": list(dirs), "cores": os.cpu_count(), "torch_threads": args.torch_threads,
-        "omp_passive": args.omp_passive,
-        "load_average_end": round(os.getloadavg()[0], 1), "results": off + on,
+        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+        "load_average_end": round(os.getloadavg()[0], 1), "results": off + on, "in_process": inproc,
     }
     for a, b in zip(off, on):
         ratio = b["requests_per_s"] / a["requests_per_s"] if a["requests_per_s"] else float("nan")

@@ -29,6 +29,9 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Serve the REST API: classify, upload training data, train, manage models, health and metrics."""
+        # idle OpenMP threads sleep instead of spinning: on a CPU shared with other processes spinning threads
+        # slow inference down many times over (set before torch is imported; the environment may override it)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from connector.api.auth import InsecureBindError
         from connector.api.server import build_server
         from connector.config import CONFIG_ENV, ConfigError, load_config
