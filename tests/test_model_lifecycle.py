@@ -347,3 +347,13 @@ def _wait_for(condition, timeout: float = 60.0) -> None:  # type: ignore[no-unty
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.01)
+
+
+def test_cpu_int8_quantisation_keeps_the_predictions(trained: TrainedModel) -> None:
+    texts = ["printer broken on floor 2", "password reset please", "invoice wrong", "vpn slow at home"]
+    plain = FieldModel(trained.path, device=torch.device("cpu")).predict(texts)
+    quantised = FieldModel(trained.path, device=torch.device("cpu"), cpu_int8=True)
+    assert quantised.int8
+    for a, b in zip(plain, quantised.predict(texts)):
+        assert a.label == b.label
+        assert abs(a.confidence - b.confidence) < 0.05

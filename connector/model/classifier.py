@@ -109,6 +109,7 @@ class FieldModel:
         max_length: int = 256,
         half_precision: bool = True,
         expected_labels: Sequence[str] | None = None,
+        cpu_int8: bool = False,
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -142,6 +143,10 @@ class FieldModel:
         model.eval()
         if self.half:
             model.half()
+        self.int8 = cpu_int8 and device.type == "cpu"
+        if self.int8:
+            # dynamic int8 quantisation of the linear layers: about 2x faster on a CPU, confidences within ~1%
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model.to(device)
         model_limit = getattr(self.tokenizer, "model_max_length", None) or max_length
         position_limit = getattr(model.config, "max_position_embeddings", None) or max_length
@@ -195,10 +200,13 @@ class TransformerClassifier:
         max_length: int = 256,
         top_k: int = 3,
         half_precision: bool = True,
+        cpu_int8: bool = False,
     ) -> TransformerClassifier:
         torch_device = resolve_device(device)
         models = {
-            field: FieldModel(path, device=torch_device, max_length=max_length, half_precision=half_precision)
+            field: FieldModel(
+                path, device=torch_device, max_length=max_length, half_precision=half_precision, cpu_int8=cpu_int8
+            )
             for field, path in dirs.items()
         }
         log.info(

@@ -53,6 +53,7 @@ def load_classifier(config: AppConfig, store: Store) -> TransformerClassifier:
         max_length=config.model.max_length,
         top_k=config.model.top_k,
         half_precision=config.model.half_precision,
+        cpu_int8=config.model.cpu_int8,
     )
 
 

@@ -28,6 +28,8 @@ class ModelSettings(BaseModel):
     base_model: Path | None = None
     #: half precision on GPU
     half_precision: bool = True
+    #: on a CPU, quantise the linear layers to int8 at load time (about 2x faster; confidences differ slightly)
+    cpu_int8: bool = False
 
     @field_validator("device")
     @classmethod
