@@ -46,7 +46,7 @@ class TrainingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(4, ge=1, le=100)
-    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    learning_rate: float = Field(1e-4, gt=0, lt=1)
     batch_size: int = Field(16, ge=1, le=1024)
     max_length: int = Field(128, ge=8, le=8192)
     seed: int = 42
