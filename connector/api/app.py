@@ -78,8 +78,8 @@ def create_app(
     the app makes its own, loads the active models at start (``load_models``,
     default: when it made its own holder) and re-checks the registry every
     ``reload_interval`` seconds (None: never; the daemon's reloader already does).
-    ``micro_batching`` overrides whether classify requests share forward passes
-    (default on, with ``api.micro_batch_wait_ms``).
+    ``micro_batching`` overrides ``api.micro_batching`` (whether classify requests
+    share forward passes).
     """
     own_holder = holder is None
     holder = holder if holder is not None else ClassifierHolder()
@@ -89,7 +89,7 @@ def create_app(
     settings = config.api
     batcher = MicroBatcher(
         holder,
-        enabled=True if micro_batching is None else micro_batching,
+        enabled=settings.micro_batching if micro_batching is None else micro_batching,
         wait_ms=settings.micro_batch_wait_ms,
         max_texts=settings.micro_batch_max,
         workers=settings.micro_batch_workers,

@@ -49,6 +49,8 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     max_ticket_chars: int = Field(100_000, ge=100)
     max_batch: int = Field(256, ge=1)
+    #: concurrent classify requests share forward passes (off: one forward pass per request)
+    micro_batching: bool = True
     #: wait up to this long for more classify requests to share one forward pass
     micro_batch_wait_ms: float = Field(5.0, ge=0, le=1000)
     micro_batch_max: int = Field(64, ge=1)
