@@ -108,6 +108,9 @@ def register(app: typer.Typer) -> None:
         once: Annotated[bool, typer.Option("--once", help="poll every system once, then exit")] = False,
     ) -> None:
         """Run the routing daemon (until SIGTERM/SIGINT, or one poll with --once)."""
+        # idle OpenMP threads sleep between batches instead of spinning on a CPU shared with the helpdesk
+        # (set before torch is imported; the environment may override it)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from connector.daemon import run_daemon
         from connector.logging_setup import configure_from_config
 
