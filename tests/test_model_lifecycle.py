@@ -357,3 +357,14 @@ def test_cpu_int8_quantisation_keeps_the_predictions(trained: TrainedModel) -> N
     for a, b in zip(plain, quantised.predict(texts)):
         assert a.label == b.label
         assert abs(a.confidence - b.confidence) < 0.05
+
+
+def test_cpu_batches_cap_padding() -> None:
+    from connector.model.classifier import _length_batches
+
+    lengths = [10, 10, 12, 100, 300, 300]
+    assert _length_batches(list(range(6)), lengths, 32, None) == [[0, 1, 2, 3, 4, 5]]
+    cpu = _length_batches(list(range(6)), lengths, 32, 32 * 64)
+    assert cpu == [[0, 1, 2], [3], [4, 5]]
+    assert [len(b) for b in _length_batches(list(range(40)), [10] * 40, 32, 32 * 64)] == [32, 8]
+    assert max(len(b) for b in _length_batches(list(range(40)), [250] * 40, 32, 32 * 64)) == 8

@@ -163,8 +163,10 @@ class FieldModel:
         results: list[FieldPrediction | None] = [None] * len(ids)
         k = min(top_k, len(self.labels))
         keys = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded]
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        # on a CPU, cap the padded tokens per batch: long tickets go in smaller batches, so little
+        # compute is spent on padding (a GPU prefers full batches)
+        budget = None if self.device.type == "cuda" else batch_size * CPU_TOKENS_PER_ROW
+        for chunk in _length_batches(order, [len(x) for x in ids], batch_size, budget):
             batch = self.tokenizer.pad(
                 {key: [encoded[key][i] for i in chunk] for key in keys}, padding=True, return_tensors="pt"
             )
@@ -178,6 +180,32 @@ class FieldModel:
                 )
                 results[index] = FieldPrediction(scores[0].label, scores[0].confidence, scores)
         return [r for r in results if r is not None]
+
+
+#: padded tokens per batch row budgeted on a CPU (batch_size x this is the batch's token budget)
+CPU_TOKENS_PER_ROW = 64
+
+
+def _length_batches(order: Sequence[int], lengths: Sequence[int], batch_size: int, budget: int | None) -> list[list[int]]:
+    """Split indices sorted by ascending length into batches of at most ``batch_size`` rows.
+
+    With a ``budget``: also at most that many padded tokens per batch, and no row more than half as
+    long again as the batch's shortest (little padding).
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        length = lengths[index]
+        full = len(current) >= batch_size
+        if budget is not None and current:
+            full = full or (len(current) + 1) * length > budget or length > 1.5 * lengths[current[0]] + 8
+        if current and full:
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
 
 
 class TransformerClassifier:
