@@ -44,46 +44,60 @@ def active_model_dirs(config: AppConfig, store: Store) -> dict[str, Path]:
     return dirs
 
 
-def load_classifier(config: AppConfig, store: Store) -> TransformerClassifier:
-    dirs = active_model_dirs(config, store)
+def load_classifier(config: AppConfig, store: Store, dirs: dict[str, Path] | None = None) -> TransformerClassifier:
+    """The classifier over the active models (or over ``dirs`` when given)."""
     return TransformerClassifier.from_dirs(
-        dirs,
+        dirs if dirs is not None else active_model_dirs(config, store),
         device=config.model.device,
         batch_size=config.model.batch_size,
         max_length=config.model.max_length,
         top_k=config.model.top_k,
         half_precision=config.model.half_precision,
-        cpu_int8=config.model.cpu_int8,
     )
 
 
 class ModelReloader:
-    """Swaps in newly activated models; call :meth:`check` periodically."""
+    """Swaps in newly activated models; call :meth:`check` periodically.
+
+    A problem (no active model, a model that does not load) is logged once
+    when it appears and once when it is gone, not on every check.
+    """
 
     def __init__(self, config: AppConfig, store: Store, holder: ClassifierHolder) -> None:
         self.config = config
         self.store = store
         self.holder = holder
         self._dirs: dict[str, Path] | None = None
+        self._problem: str | None = None
 
     def load_initial(self) -> None:
         self._dirs = active_model_dirs(self.config, self.store)
-        self.holder.swap(load_classifier(self.config, self.store))
+        self.holder.swap(load_classifier(self.config, self.store, self._dirs))
+
+    def _report(self, problem: str | None, level: int = logging.WARNING) -> None:
+        if problem != self._problem:
+            if problem is not None:
+                log.log(level, "%s", problem)
+            elif self._problem is not None:
+                log.info("model problem resolved")
+        self._problem = problem
 
     def check(self) -> bool:
         """Load and swap in the active models if they changed; True when swapped."""
         try:
             dirs = active_model_dirs(self.config, self.store)
         except ModelLoadError as exc:
-            log.warning("model check: %s", exc)
+            self._report(f"model check: {exc}")
             return False
         if dirs == self._dirs and self.holder.loaded:
+            self._report(None)
             return False
         try:
-            classifier = load_classifier(self.config, self.store)
+            classifier = load_classifier(self.config, self.store, dirs)
         except ModelLoadError as exc:
-            log.error("new active model cannot be loaded, keeping the current one: %s", exc)
+            self._report(f"new active model cannot be loaded, keeping the current one: {exc}", logging.ERROR)
             return False
+        self._report(None)
         old = self.holder.swap(classifier)
         self._dirs = dirs
         log.info("now serving models %s (was %s)", classifier.version, old.version if old else "none")
