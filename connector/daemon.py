@@ -39,7 +39,10 @@ from connector.store.decisions import DecisionStore
 log = logging.getLogger(__name__)
 
 #: "module:function" entries called as ``function(daemon)`` at start; later areas add theirs here
-JOB_PROVIDERS: tuple[str, ...] = ("connector.learning.jobs:register_jobs",)
+JOB_PROVIDERS: tuple[str, ...] = (
+    "connector.learning.jobs:register_jobs",
+    "connector.api.daemon_hook:register_jobs",
+)
 
 #: how often the daemon looks for newly activated models
 MODEL_CHECK_SECONDS = 30.0
