@@ -145,7 +145,8 @@ class FieldModel:
             model.half()
         self.int8 = cpu_int8 and device.type == "cpu"
         if self.int8:
-            # dynamic int8 quantisation of the linear layers: about 2x faster on a CPU, confidences within ~1%
+            # dynamic int8 quantisation of the linear layers: about 2x faster on a CPU; labels and confidences
+            # shift a little (sample data: 97.6 % same label, accuracy -1.4 points; see BENCHMARKS.md)
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model.to(device)
         model_limit = getattr(self.tokenizer, "model_max_length", None) or max_length
