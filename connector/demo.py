@@ -97,36 +97,56 @@ def route_once(config: Any, demo_file: Path, workdir: Path) -> tuple[Any, list[A
     return results.get(SYSTEM), tickets, decisions
 
 
+def apply_recommended_thresholds(config: Any, console: Console) -> None:
+    """Route with the thresholds that evaluation recommends for the active models (precision target on the hold-out)."""
+    from connector.model.registry import ModelRegistry
+    from connector.store.db import Store
+
+    store = Store(config.store_url)
+    try:
+        registry = ModelRegistry(store, config.models_dir, device=config.model.device, max_length=config.model.max_length)
+        active = {info.field: info for info in registry.list() if info.active}
+    finally:
+        store.dispose()
+    routing = config.systems[SYSTEM].routing
+    for field, rule in routing.fields().items():
+        info = active.get(field)
+        recommended = info.metrics.get("recommended_threshold") if info else None
+        if recommended is None:
+            continue
+        rule.threshold = float(recommended)
+        console.print(
+            f"  {field}: confidence threshold {rule.threshold:.2f} (recommended by the evaluation for precision "
+            f"{config.training.target_precision:.2f} on the hold-out)"
+        )
+
+
 def render(console: Console, result: Any, tickets: list[Any], decisions: list[Any], demo_rows: list[dict[str, str]]) -> None:
     by_id = {d.ticket_id: d for d in decisions}
-    table = Table(title="what the daemon did with each new ticket in the sandbox helpdesk")
-    for col in ("id", "subject", "predicted queue", "now in", "true queue", "priority (true)", "outcome"):
-        table.add_column(col, overflow="fold")
-    right = routed = 0
+    table = Table(title="the new tickets after one routing pass")
+    for col in ("id", "subject", "model says", "moved to", "a person chose"):
+        table.add_column(col, overflow="ellipsis", no_wrap=True)
+    routed = right = 0
     for ticket, row in zip(tickets, demo_rows, strict=False):
         decision = by_id.get(str(ticket.id))
         predicted = (decision.predictions or {}).get("queue", {}) if decision else {}
-        predicted_p = (decision.predictions or {}).get("priority", {}) if decision else {}
-        outcome = decision.status if decision else "—"
-        if ticket.queue == row["queue"]:
-            right += 1
-        if decision and decision.status == "applied":
+        moved = (decision.applied or {}).get("queue") if decision else None
+        if moved and moved != "Triage":
             routed += 1
+            right += moved == row["queue"]
         table.add_row(
             str(ticket.id),
-            ticket.subject[:40],
-            f"{predicted.get('label', '—')} ({predicted.get('confidence', 0):.2f})",
+            ticket.subject[:28],
+            f"{predicted.get('label', '—')} {predicted.get('confidence', 0):.2f}",
             ticket.queue,
             row["queue"],
-            f"{ticket.priority} ({row['priority']})" if predicted_p else ticket.priority,
-            outcome,
         )
     console.print(table)
     if result is not None:
         console.print(f"poll: {result.summary()} in {result.seconds:.1f} s")
     console.print(
-        f"[bold]{routed}[/bold] of {len(tickets)} tickets routed; [bold]{right}[/bold] now sit in the queue a person "
-        f"chose for them; low-confidence ones went to the fallback queue 'Triage'."
+        f"[bold]{routed}[/bold] of {len(tickets)} tickets routed to a queue, [bold]{right}[/bold] of them to the one a person "
+        f"chose; the other {len(tickets) - routed} went to the fallback queue 'Triage' (confidence below the threshold)."
     )
 
 
@@ -178,6 +198,7 @@ def register(app: typer.Typer) -> None:
             workdir = Path(tmp)
             train_file, demo_file, demo_rows = split_sample(sample_tickets_path(), workdir)
             ensure_model(config, train_file, console, epochs=epochs)
+            apply_recommended_thresholds(config, console)
             console.print(f"[bold]routing[/bold] {len(demo_rows)} new tickets in a sandbox helpdesk on 127.0.0.1 …")
             result, tickets, decisions = route_once(config, demo_file, workdir)
         render(console, result, tickets, decisions, demo_rows)
