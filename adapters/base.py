@@ -23,22 +23,40 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 
 class AdapterError(Exception):
-    """Base class of every error an adapter raises."""
+    """Base class of every error an adapter raises.
+
+    Errors raised for an HTTP answer carry its ``status_code`` and the start of
+    its text (``response_text``), so adapters can look closer at what the
+    system said.
+    """
 
     def __init__(self, message: str, *, system: str | None = None) -> None:
         super().__init__(message)
         self.system = system
+        self.status_code: int | None = None
+        self.response_text: str | None = None
 
 
 class TransientError(AdapterError):
     """The helpdesk is unavailable right now (connection refused, timeout, 5xx, 429).
 
-    Retried with backoff; the same call may succeed later.
+    Retried with backoff; the same call may succeed later.  ``not_applied`` is
+    true when the request surely did not take effect (no connection, or an
+    answer such as 429 that says it was refused), so even a write that must
+    not happen twice may be sent again.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, system: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        system: str | None = None,
+        not_applied: bool = False,
+    ) -> None:
         super().__init__(message, system=system)
         self.retry_after = retry_after
+        self.not_applied = not_applied
 
 
 class PermanentError(AdapterError):

@@ -33,21 +33,18 @@ from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from adapters.base import (
     Adapter,
-    AdapterError,
     AdapterSettings,
     PermanentError,
     ProtocolError,
     Ticket,
     TicketChange,
     TicketPage,
-    TransientError,
     UnknownValueError,
 )
-from adapters.http import HttpTransport, RetryPolicy, _WaitRetryAfter, decode_json, error_for_status
+from adapters.http import HttpTransport, RetryPolicy, decode_json
 
 log = logging.getLogger(__name__)
 
@@ -520,44 +517,6 @@ def _paging_params(paging: PagingSettings, position: _Position, page_size: int) 
 # --------------------------------------------------------------------------- transport
 
 
-class _RestTransport(HttpTransport):
-    """HttpTransport that keeps the HTTP status and answer text on errors, and can retry writes safely."""
-
-    async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        self.calls += 1
-        try:
-            response = await self.client.request(method, url, **kwargs)
-        except httpx.ConnectError as exc:
-            err = TransientError(f"{method} {url}: cannot connect: {exc}", system=self.system)
-            err.not_applied = True  # type: ignore[attr-defined]
-            raise err from exc
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"{method} {url}: timed out ({exc.__class__.__name__})", system=self.system) from exc
-        except httpx.TransportError as exc:
-            raise TransientError(f"{method} {url}: {exc.__class__.__name__}: {exc}", system=self.system) from exc
-        try:
-            error_for_status(response, self.system)
-        except AdapterError as exc:
-            exc.status_code = response.status_code  # type: ignore[attr-defined]
-            exc.response_text = response.text[:4000]  # type: ignore[attr-defined]
-            exc.not_applied = response.status_code in (429, 503)  # type: ignore[attr-defined]
-            raise
-        return response
-
-    async def request_write(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """A non-idempotent request: retried only when it surely was not applied (no connection, 429, 503)."""
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(lambda e: isinstance(e, TransientError) and getattr(e, "not_applied", False)),
-            stop=stop_after_attempt(self.retry.attempts),
-            wait=_WaitRetryAfter(self.retry),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await self._send_once(method, url, **kwargs)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
 # --------------------------------------------------------------------------- adapter
 
 
@@ -595,7 +554,7 @@ class GenericRestAdapter(Adapter):
             auth = (s.auth.username or "", s.auth.password.get_secret_value() if s.auth.password else "")
         elif s.auth.type == "query":
             self._auth_params[s.auth.param or "token"] = token
-        self.transport = _RestTransport(
+        self.transport = HttpTransport(
             s.base_url,
             system=name,
             headers=headers,
@@ -676,8 +635,8 @@ class GenericRestAdapter(Adapter):
                     f"error_path={self.settings.error_path!r}: {text[:300]}",
                     system=self.name,
                 )
-                exc.status_code = response.status_code  # type: ignore[attr-defined]
-                exc.response_text = text[:4000]  # type: ignore[attr-defined]
+                exc.status_code = response.status_code
+                exc.response_text = text[:4000]
                 exc.at_error_path = True  # type: ignore[attr-defined]
                 raise exc
         return data

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from adapters.base import (
+    AdapterError,
     AuthenticationError,
     NotFoundError,
     PermanentError,
@@ -144,23 +145,52 @@ class HttpTransport:
         )
         self.calls = 0
 
+    #: answers that prove a request was refused before it took effect (a write may be sent again)
+    not_applied_statuses: frozenset[int] = frozenset({429, 503})
+
+    def raise_for_response(self, response: httpx.Response) -> None:
+        """Raise the typed error for an answer with status >= 400; systems with their own error forms override it."""
+        error_for_status(response, self.system)
+
     async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         self.calls += 1
         try:
             response = await self.client.request(method, url, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise TransientError(
+                f"{method} {url}: cannot connect ({exc.__class__.__name__}: {exc})", system=self.system, not_applied=True
+            ) from exc
         except httpx.TimeoutException as exc:
             raise TransientError(f"{method} {url}: timed out ({exc.__class__.__name__})", system=self.system) from exc
         except httpx.TransportError as exc:
             raise TransientError(f"{method} {url}: {exc.__class__.__name__}: {exc}", system=self.system) from exc
-        error_for_status(response, self.system)
+        if response.status_code >= 400:
+            try:
+                self.raise_for_response(response)
+            except AdapterError as exc:
+                exc.status_code = response.status_code
+                exc.response_text = response.text[:4000]
+                if isinstance(exc, TransientError) and response.status_code in self.not_applied_statuses:
+                    exc.not_applied = True
+                raise
         return response
 
-    async def request(self, method: str, url: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
-        """Send one request, retrying transient failures; raise a typed AdapterError."""
+    async def request(
+        self, method: str, url: str, *, retry: bool = True, idempotent: bool = True, **kwargs: Any
+    ) -> httpx.Response:
+        """Send one request, retrying transient failures; raise a typed AdapterError.
+
+        A request that is not ``idempotent`` (adding a note, a write that also
+        adds one) is retried only when the failure proves it was not applied.
+        """
         if not retry:
             return await self._send_once(method, url, **kwargs)
+        if idempotent:
+            should_retry = retry_if_exception_type(TransientError)
+        else:
+            should_retry = retry_if_exception(lambda e: isinstance(e, TransientError) and e.not_applied)
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TransientError),
+            retry=should_retry,
             stop=stop_after_attempt(self.retry.attempts),
             wait=_WaitRetryAfter(self.retry),
             reraise=True,
@@ -172,6 +202,10 @@ class HttpTransport:
             with attempt:
                 return await self._send_once(method, url, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def request_write(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """A request that must not take effect twice: retried only when it surely was not applied."""
+        return await self.request(method, url, idempotent=False, **kwargs)
 
     async def json(self, method: str, url: str, **kwargs: Any) -> Any:
         """Send a request and decode its JSON answer."""

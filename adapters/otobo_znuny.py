@@ -42,7 +42,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from adapters.base import (
     Adapter,
@@ -54,10 +53,9 @@ from adapters.base import (
     Ticket,
     TicketChange,
     TicketPage,
-    TransientError,
     UnknownValueError,
 )
-from adapters.http import HttpTransport, RetryPolicy, _WaitRetryAfter, decode_json, error_for_status
+from adapters.http import HttpTransport, RetryPolicy, decode_json
 
 log = logging.getLogger(__name__)
 
@@ -185,44 +183,15 @@ class _OtoboTransport(HttpTransport):
       connection refused), so a note is never added twice.
     """
 
-    async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        self.calls += 1
-        try:
-            response = await self.client.request(method, url, **kwargs)
-        except httpx.ConnectError as exc:
-            err = TransientError(f"{method} {url}: cannot connect: {exc}", system=self.system)
-            err.not_applied = True  # type: ignore[attr-defined]
-            raise err from exc
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"{method} {url}: timed out ({exc.__class__.__name__})", system=self.system) from exc
-        except httpx.TransportError as exc:
-            raise TransientError(f"{method} {url}: {exc.__class__.__name__}: {exc}", system=self.system) from exc
+    def raise_for_response(self, response: httpx.Response) -> None:
         if response.status_code == 500 and any(m in response.text for m in _UNKNOWN_ROUTE_MARKERS):
             raise ProtocolError(
-                f"{method} {url}: the web service maps no operation to this route/method "
-                f"(HTTP 500: {response.text.strip()[:160]}); check connection.base_url and connection.routes "
-                "against the web service's RouteOperationMapping",
+                f"{response.request.method} {response.request.url.copy_with(query=None)}: the web service maps no "
+                f"operation to this route/method (HTTP 500: {response.text.strip()[:160]}); check "
+                "connection.base_url and connection.routes against the web service's RouteOperationMapping",
                 system=self.system,
             )
-        try:
-            error_for_status(response, self.system)
-        except TransientError as exc:
-            exc.not_applied = response.status_code in (429, 503)  # type: ignore[attr-defined]
-            raise
-        return response
-
-    async def request_write(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send a non-idempotent request; retry only failures that prove it was not applied."""
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(lambda e: isinstance(e, TransientError) and getattr(e, "not_applied", False)),
-            stop=stop_after_attempt(self.retry.attempts),
-            wait=_WaitRetryAfter(self.retry),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await self._send_once(method, url, **kwargs)
-        raise AssertionError("unreachable")  # pragma: no cover
+        super().raise_for_response(response)
 
 
 # --------------------------------------------------------------------------- cursors

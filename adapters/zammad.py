@@ -52,11 +52,9 @@ from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from adapters.base import (
     Adapter,
-    AdapterError,
     AdapterSettings,
     AuthenticationError,
     NotFoundError,
@@ -65,10 +63,9 @@ from adapters.base import (
     Ticket,
     TicketChange,
     TicketPage,
-    TransientError,
     UnknownValueError,
 )
-from adapters.http import HttpTransport, RetryPolicy, _WaitRetryAfter, error_for_status
+from adapters.http import HttpTransport, RetryPolicy, error_for_status
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +236,7 @@ class _Cursor:
 
 def http_status(exc: BaseException) -> int | None:
     """The HTTP status behind an adapter error (None: no answer came)."""
-    return getattr(exc, "http_status", None)
+    return getattr(exc, "status_code", None)
 
 
 def _error_text(response: httpx.Response) -> str | None:
@@ -256,52 +253,19 @@ def _error_text(response: httpx.Response) -> str | None:
 class _ZammadTransport(HttpTransport):
     """HttpTransport with Zammad's error bodies, the status kept on the error, and safe retries for writes."""
 
-    async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        self.calls += 1
-        try:
-            response = await self.client.request(method, url, **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            err = TransientError(f"{method} {url}: cannot connect ({exc.__class__.__name__})", system=self.system)
-            err.not_sent = True  # type: ignore[attr-defined]
-            raise err from exc
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"{method} {url}: timed out ({exc.__class__.__name__})", system=self.system) from exc
-        except httpx.TransportError as exc:
-            raise TransientError(f"{method} {url}: {exc.__class__.__name__}: {exc}", system=self.system) from exc
-        if response.status_code >= 400:
-            self._raise(response)
-        return response
+    #: only a 429 proves Zammad refused the call; a 503 may come after the change was made
+    not_applied_statuses = frozenset({429})
 
-    def _raise(self, response: httpx.Response) -> None:
+    def raise_for_response(self, response: httpx.Response) -> None:
         status = response.status_code
         text = _error_text(response)
         where = f"{response.request.method} {response.request.url.copy_with(query=None).path}"
-        try:
-            if status == 422 and text and text.startswith("No lookup value found"):
-                raise UnknownValueError(f"{where} answered HTTP 422: {text}", system=self.system)
-            if text and status in (401, 403, 404, 422):
-                cls = {401: AuthenticationError, 403: AuthenticationError, 404: NotFoundError}.get(status, PermanentError)
-                raise cls(f"{where} answered HTTP {status}: {text}", system=self.system)
-            error_for_status(response, self.system)
-        except AdapterError as exc:
-            exc.http_status = status  # type: ignore[attr-defined]
-            if status == 429:
-                exc.not_sent = True  # type: ignore[attr-defined]
-            raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def request_write(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """A call that changes the ticket: retried only when it surely did not reach Zammad."""
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(lambda e: isinstance(e, TransientError) and getattr(e, "not_sent", False)),
-            stop=stop_after_attempt(self.retry.attempts),
-            wait=_WaitRetryAfter(self.retry),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await self._send_once(method, url, **kwargs)
-        raise AssertionError("unreachable")  # pragma: no cover
+        if status == 422 and text and text.startswith("No lookup value found"):
+            raise UnknownValueError(f"{where} answered HTTP 422: {text}", system=self.system)
+        if text and status in (401, 403, 404, 422):
+            cls = {401: AuthenticationError, 403: AuthenticationError, 404: NotFoundError}.get(status, PermanentError)
+            raise cls(f"{where} answered HTTP {status}: {text}", system=self.system)
+        error_for_status(response, self.system)
 
 
 # --------------------------------------------------------------------------- adapter
