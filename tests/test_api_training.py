@@ -191,7 +191,7 @@ def test_worker_respects_the_shared_training_lock(tmp_path: Path) -> None:
     import sys
 
     from connector.api import train_worker
-    from connector.api.jobs import training_lock_path
+    from connector.training_lock import training_lock_path
     from connector.store.db import utcnow
 
     config = _config(tmp_path)

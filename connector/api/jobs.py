@@ -35,6 +35,7 @@ from connector.config import AppConfig
 from connector.metrics import TRAINING_JOBS
 from connector.store.db import Store, utcnow
 from connector.store.tables import TrainingJob
+from connector.training_lock import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -91,25 +92,8 @@ class JobSpec:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def job_dir(config: AppConfig, job_id: int) -> Path:
     return config.state_dir / "jobs" / str(job_id)
-
-
-def training_lock_path(state_dir: str | os.PathLike[str]) -> Path:
-    """The file lock every training process holds (shared with the learning loop's retraining)."""
-    return Path(state_dir) / "training.lock"
 
 
 def settle_job(store: Store, job_id: int, state: str, *, error: str | None = None) -> bool:

@@ -25,7 +25,8 @@ from typing import Any
 from connector.api.datasets import load_dataset
 from filelock import FileLock, Timeout
 
-from connector.api.jobs import JobSpec, training_lock_path
+from connector.api.jobs import JobSpec
+from connector.training_lock import training_lock_path
 from connector.model.settings import ModelSettings, TrainingSettings
 from connector.store.db import Store, utcnow
 from connector.store.tables import TrainingJob

@@ -35,6 +35,7 @@ from sqlalchemy import func, select
 from connector.config import AppConfig
 from connector.store.db import Store, as_utc, utcnow
 from connector.store.tables import Correction, TrainingExample, TrainingJob
+from connector.training_lock import pid_alive, training_lock_path
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +68,11 @@ class RetrainResult:
 
 
 def lock_path(config: AppConfig) -> Path:
-    return config.state_dir / "training.lock"
+    return training_lock_path(config.state_dir)
 
 
 def job_directory(config: AppConfig, job_id: int) -> Path:
     return config.state_dir / "learning" / "jobs" / str(job_id)
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _count_training_job(state: str) -> None:
