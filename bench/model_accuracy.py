@@ -97,6 +97,8 @@ def run_transformer(train, test, result: dict, out: Path, args: argparse.Namespa
             settings=settings,
             validation=test,
             select_best=False,
+            base_model=args.base_model,
+            device=args.device,
             on_epoch=on_epoch,
             show_progress=args.progress,
         )
@@ -126,6 +128,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_accuracy.json"))
     parser.add_argument("--model-out", type=Path, default=None, help="keep the trained model under this directory")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--base-model", type=Path, default=None, help="base model directory (default: the shipped all-MiniLM-L6-v2)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

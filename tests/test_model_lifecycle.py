@@ -18,7 +18,7 @@ from connector.model.serving import ModelReloader, active_model_dirs
 from connector.model.settings import TrainingSettings
 from connector.model.train import TrainedModel, TrainingCancelled, TrainingError, train_field, train_models
 from connector.store.db import Store
-from tiny_model import build_tiny_model
+from tiny_model import build_tiny_model, write_easy_tickets
 
 SAMPLE = Path(__file__).resolve().parent.parent / "connector" / "sample_data" / "tickets.csv"
 FAST = TrainingSettings(epochs=2, batch_size=16, max_length=32, learning_rate=1e-3, early_stopping_patience=1)
@@ -76,6 +76,17 @@ def test_trained_model_loads_with_field_model(trained: TrainedModel) -> None:
     assert len(preds) == 2 and preds[0].label in trained.labels
     assert model.version == "v1"
     assert TrainedModel.from_dir(trained.path).labels == trained.labels
+
+
+def test_fine_tuning_learns_an_easy_task(tiny_base: Path, tmp_path: Path) -> None:
+    data = load_labeled_file(write_easy_tickets(tmp_path / "easy.csv"))
+    settings = TrainingSettings(epochs=8, batch_size=16, max_length=32, learning_rate=5e-3, early_stopping_patience=8)
+    model = train_field(data, "queue", output_dir=tmp_path / "out", settings=settings, base_model=tiny_base, device="cpu")
+    history = model.training["history"]
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert model.metrics["accuracy"] >= 0.9
+    served = FieldModel(model.path, device=torch.device("cpu")).predict(["my printer and vpn are broken", "invoice for purchase"])
+    assert [p.label for p in served] == ["it", "finance"]
 
 
 def test_a_failed_save_leaves_nothing(sample: LabeledData, tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
