@@ -362,12 +362,47 @@ def _wait_for(condition, timeout: float = 60.0) -> None:  # type: ignore[no-unty
 
 def test_cpu_int8_quantisation_keeps_the_predictions(trained: TrainedModel) -> None:
     texts = ["printer broken on floor 2", "password reset please", "invoice wrong", "vpn slow at home"]
-    plain = FieldModel(trained.path, device=torch.device("cpu")).predict(texts)
-    quantised = FieldModel(trained.path, device=torch.device("cpu"), cpu_int8=True)
+    plain = FieldModel(trained.path, device=torch.device("cpu"), cpu_precision="fp32").predict(texts)
+    quantised = FieldModel(trained.path, device=torch.device("cpu"), cpu_precision="int8")
     assert quantised.int8
     for a, b in zip(plain, quantised.predict(texts)):
         assert a.label == b.label
         assert abs(a.confidence - b.confidence) < 0.05
+
+
+def test_cpu_bf16_keeps_the_predictions(trained: TrainedModel, sample: LabeledData) -> None:
+    texts = list(sample.texts)[:60]
+    plain = FieldModel(trained.path, device=torch.device("cpu"), cpu_precision="fp32")
+    bf16 = FieldModel(trained.path, device=torch.device("cpu"), cpu_precision="bf16")
+    assert plain.precision == "fp32" and bf16.precision == "bf16"
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    for a, b in zip(plain.predict(texts), bf16.predict(texts)):
+        assert abs(a.confidence - b.confidence) < 0.03
+        if a.label != b.label:  # only where fp32's two best are within bf16 rounding of each other
+            assert a.top_k[0].confidence - a.top_k[1].confidence < 0.03
+
+
+def test_cpu_precision_auto_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector.model import classifier
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(classifier, "cpu_has_bf16_matrix_unit", lambda: True)
+    assert classifier.resolve_precision(cpu) == "bf16"
+    monkeypatch.setattr(classifier, "cpu_has_bf16_matrix_unit", lambda: False)
+    assert classifier.resolve_precision(cpu) == "fp32"
+    assert classifier.resolve_precision(cpu, cpu_precision="int8") == "int8"
+    assert classifier.resolve_precision(cuda) == "fp16"
+    assert classifier.resolve_precision(cuda, half_precision=False, cpu_precision="int8") == "fp32"
+
+
+def test_configured_cpu_precision_reaches_the_served_models(trained: TrainedModel, tmp_path: Path) -> None:
+    from connector.model.serving import load_classifier
+
+    config = parse_config(
+        {"state_dir": str(tmp_path), "model": {"fields": ["queue"], "device": "cpu", "cpu_precision": "int8"}}
+    )
+    classifier = load_classifier(config, Store(config.store_url), {"queue": trained.path})
+    assert classifier.models["queue"].precision == "int8"
 
 
 def test_cpu_batches_cap_padding() -> None:

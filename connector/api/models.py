@@ -40,7 +40,8 @@ def _version_out(info: ModelInfo) -> ModelVersionOut:
 class ModelOps:
     def __init__(self, config: AppConfig, store: Store) -> None:
         self.registry = ModelRegistry(
-            store, config.models_dir, device=config.model.device, max_length=config.model.max_length
+            store, config.models_dir, device=config.model.device, max_length=config.model.max_length,
+            cpu_precision=config.model.cpu_precision,
         )
 
     def list(self, field: str | None = None) -> list[ModelVersionOut]:

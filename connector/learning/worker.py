@@ -56,6 +56,7 @@ def _evaluate(path: Path, sets: TrainingSets, field: str, config: AppConfig) -> 
         device=config.model.device,
         batch_size=config.model.batch_size,
         max_length=config.model.max_length,
+        cpu_precision=config.model.cpu_precision,
         target_precision=config.training.target_precision,
     )
 

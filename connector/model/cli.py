@@ -57,7 +57,10 @@ def _registry(config: Any) -> Any:
     from connector.model.registry import ModelRegistry
     from connector.store.db import Store
 
-    return ModelRegistry(Store(config.store_url), config.models_dir, device=config.model.device, max_length=config.model.max_length)
+    return ModelRegistry(
+        Store(config.store_url), config.models_dir, device=config.model.device, max_length=config.model.max_length,
+        cpu_precision=config.model.cpu_precision,
+    )
 
 
 def _load_data(path: Path, text_column: str | None, subject_column: str | None, body_column: str | None,
@@ -244,7 +247,7 @@ def register(app: typer.Typer) -> None:
             for d in dirs:
                 ev = evaluate_model_dir(
                     d, labeled, field=field if len(dirs) == 1 else None, device=device or cfg.model.device,
-                    batch_size=cfg.model.batch_size, max_length=cfg.model.max_length,
+                    batch_size=cfg.model.batch_size, max_length=cfg.model.max_length, cpu_precision=cfg.model.cpu_precision,
                     target_precision=target_precision or cfg.training.target_precision,
                 )
                 evaluations[ev.field] = ev

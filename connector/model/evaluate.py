@@ -182,6 +182,7 @@ def evaluate_model_dir(
     device: str = "auto",
     batch_size: int = 32,
     max_length: int = 256,
+    cpu_precision: str = "auto",
     target_precision: float = 0.9,
 ) -> FieldEvaluation:
     """Load a model directory (``FieldModel``) and evaluate it on ``data`` (a ``LabeledData``).
@@ -195,7 +196,7 @@ def evaluate_model_dir(
 
     path = Path(model_dir)
     meta = read_model_meta(path) if path.is_dir() else {}
-    model = FieldModel(path, device=resolve_device(device), max_length=max_length)
+    model = FieldModel(path, device=resolve_device(device), max_length=max_length, cpu_precision=cpu_precision)  # type: ignore[arg-type]
     name = field or str(meta.get("field") or "")
     if not name:
         if len(data.fields) != 1:

@@ -131,12 +131,21 @@ ROLLBACK_PREFIX = "rollback"
 class ModelRegistry:
     """Model versions of one installation: ``store`` holds the rows, ``models_dir`` the directories."""
 
-    def __init__(self, store: Store, models_dir: str | os.PathLike[str], *, device: str = "cpu", max_length: int = 256) -> None:
+    def __init__(
+        self,
+        store: Store,
+        models_dir: str | os.PathLike[str],
+        *,
+        device: str = "cpu",
+        max_length: int = 256,
+        cpu_precision: str = "auto",
+    ) -> None:
         self.store = store
         self.models_dir = Path(models_dir)
-        #: device and length used to score models for promotion
+        #: device, length and number format used to score models for promotion (as they are served)
         self.device = device
         self.max_length = max_length
+        self.cpu_precision = cpu_precision
 
     # ----------------------------------------------------------------- reading
 
@@ -348,7 +357,10 @@ class ModelRegistry:
         else:
             from connector.model.classifier import FieldModel, resolve_device
 
-            model = FieldModel(path, device=resolve_device(self.device), max_length=self.max_length)
+            model = FieldModel(
+                path, device=resolve_device(self.device), max_length=self.max_length,
+                cpu_precision=self.cpu_precision,  # type: ignore[arg-type]
+            )
             preds = model.predict(texts, top_k=1)
             del model
         return evaluate_predictions(field, truth, [p.label for p in preds]).macro_f1
@@ -466,7 +478,7 @@ def verify_model_dir(path: Path, *, kind: str = "transformer", field: str | None
 
     from connector.model.classifier import FieldModel
 
-    FieldModel(path, device=torch.device("cpu"), expected_labels=labels)
+    FieldModel(path, device=torch.device("cpu"), expected_labels=labels, cpu_precision="fp32")
 
 
 def _slim_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
@@ -28,8 +30,19 @@ class ModelSettings(BaseModel):
     base_model: Path | None = None
     #: half precision on GPU
     half_precision: bool = True
-    #: on a CPU, quantise the linear layers to int8 at load time (about 2x faster; confidences differ slightly)
-    cpu_int8: bool = False
+    #: number format on a CPU: ``auto`` (bf16 where the CPU multiplies bf16 in hardware, i.e. has AMX;
+    #: else fp32), ``fp32``, ``bf16``, or ``int8`` (linear layers quantised at load time)
+    cpu_precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    #: torch threads per forward pass on a CPU; ``auto``: the usable cores shared out among the passes that
+    #: may run at once (``api.micro_batch_workers`` where the process serves the API, else one pass)
+    cpu_threads: int | Literal["auto"] = "auto"
+
+    @field_validator("cpu_threads")
+    @classmethod
+    def _cpu_threads(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 256:
+            raise ValueError("must be 'auto' or a number from 1 to 256")
+        return value
 
     @field_validator("device")
     @classmethod
