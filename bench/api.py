@@ -109,14 +109,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _workers(args: argparse.Namespace) -> int | str:
+    return int(args.workers) if str(args.workers).isdigit() else "auto"
+
+
 def start_server(work: Path, dirs: dict[str, Path], port: int, batching: bool, args: argparse.Namespace) -> subprocess.Popen[bytes]:
     config = {
         "state_dir": str(work / ("state-on" if batching else "state-off")),
         "logging": {"level": "WARNING"},
         "model": {"fields": list(dirs), "paths": {f: str(d) for f, d in dirs.items()}, "device": args.device,
-                  "max_length": args.max_length},
+                  "max_length": args.max_length, "cpu_precision": args.cpu_precision,
+                  "cpu_threads": args.torch_threads or "auto"},
         "api": {"port": port, "micro_batch_wait_ms": args.wait_ms, "micro_batch_max": args.batch_max,
-                "micro_batch_workers": args.workers},
+                "micro_batch_workers": _workers(args)},
     }
     path = work / f"config-{'on' if batching else 'off'}.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -124,8 +129,6 @@ def start_server(work: Path, dirs: dict[str, Path], port: int, batching: bool, a
     if not batching:
         command.append("--no-micro-batching")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if args.torch_threads:
-        env["OMP_NUM_THREADS"] = str(args.torch_threads)
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -240,13 +243,26 @@ def in_process(dirs: dict[str, Path], texts: list[str], clients: int, rounds: in
     from connector.api.batching import MicroBatcher
     from connector.model.classifier import ClassifierHolder, TransformerClassifier
 
-    classifier = TransformerClassifier.from_dirs(dirs, device=args.device, max_length=args.max_length)
+    from connector.config import parse_config
+    from connector.model.threads import apply_cpu_threads, micro_batch_workers
+
+    # size workers and torch threads as `serve` does
+    sizing = parse_config({
+        "state_dir": tempfile.gettempdir(),
+        "model": {"device": args.device, "cpu_threads": args.torch_threads or "auto"},
+        "api": {"micro_batch_workers": _workers(args)},
+    })
+    workers = micro_batch_workers(sizing)
+    apply_cpu_threads(sizing, serving_api=True)
+    classifier = TransformerClassifier.from_dirs(
+        dirs, device=args.device, max_length=args.max_length, cpu_precision=args.cpu_precision
+    )
     out = []
     for enabled in (False, True):
 
         async def run(enabled: bool = enabled) -> dict[str, Any]:
             batcher = MicroBatcher(
-                ClassifierHolder(classifier), enabled=enabled, wait_ms=args.wait_ms, max_texts=args.batch_max, workers=args.workers
+                ClassifierHolder(classifier), enabled=enabled, wait_ms=args.wait_ms, max_texts=args.batch_max, workers=workers
             )
             await batcher.start()
             await asyncio.gather(*(batcher.classify([texts[i]]) for i in range(clients)))  # warm-up
@@ -281,10 +297,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each phase")
     parser.add_argument("--wait-ms", type=float, default=5.0, help="api.micro_batch_wait_ms")
     parser.add_argument("--batch-max", type=int, default=64, help="api.micro_batch_max")
-    parser.add_argument("--workers", type=int, default=1, help="api.micro_batch_workers")
+    parser.add_argument("--workers", default="auto", help="api.micro_batch_workers (auto: one per core on a CPU)")
     parser.add_argument("--max-length", type=int, default=256, help="model.max_length")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--torch-threads", type=int, help="OMP_NUM_THREADS of the servers (default: torch's choice)")
+    parser.add_argument("--cpu-precision", default="auto", choices=["auto", "fp32", "bf16", "int8"], help="model.cpu_precision")
+    parser.add_argument("--torch-threads", type=int, help="model.cpu_threads of the servers (default: auto)")
     parser.add_argument("--work-dir", type=Path, help="keep models and configs here (default: a temporary directory)")
     parser.add_argument("--in-process-rounds", type=int, default=4,
                         help="also time the micro-batcher without HTTP (rounds of 32 concurrent callers; 0: skip)")
@@ -301,13 +318,14 @@ def main() -> int:
         work.mkdir(parents=True, exist_ok=True)
         dirs, source = model_dirs(args, work)
         print(f"model: {source}; fields {', '.join(dirs)}; {len(texts)} texts; cores {os.cpu_count()}; "
-              f"torch threads {args.torch_threads or 'default'}, OMP_WAIT_POLICY {os.environ['OMP_WAIT_POLICY']}; load average {os.getloadavg()[0]:.1f}; "
+              f"workers {args.workers}, torch threads per pass {args.torch_threads or 'auto'}, cpu_precision {args.cpu_precision}, OMP_WAIT_POLICY {os.environ['OMP_WAIT_POLICY']}; load average {os.getloadavg()[0]:.1f}; "
               f"{args.duration:.0f} s per phase", flush=True)
         off = bench_mode(work, dirs, False, texts, args)
         on = bench_mode(work, dirs, True, texts, args)
         inproc = in_process(dirs, texts, 32, args.in_process_rounds, args) if args.in_process_rounds else []
     summary: dict[str, Any] = {
         "model": source, "fields": list(dirs), "cores": os.cpu_count(), "torch_threads": args.torch_threads,
+        "cpu_precision": args.cpu_precision,
         "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
         "load_average_end": round(os.getloadavg()[0], 1), "results": off + on, "in_process": inproc,
     }

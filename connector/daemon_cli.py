@@ -114,8 +114,11 @@ def register(app: typer.Typer) -> None:
         from connector.daemon import run_daemon
         from connector.logging_setup import configure_from_config
 
+        from connector.model.threads import apply_cpu_threads
+
         cfg = load_or_exit(config)
         configure_from_config(cfg)
+        apply_cpu_threads(cfg, serving_api=cfg.api.enabled)
         raise typer.Exit(run_daemon(cfg, once=once))
 
     @app.command("check-config")

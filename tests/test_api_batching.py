@@ -204,20 +204,53 @@ def test_stop_fails_waiting_callers() -> None:
     assert all(isinstance(r, RuntimeError) for r in results)
 
 
-def test_length_groups_bound_padding() -> None:
-    from connector.api.batching import classify_grouped, length_groups
+def test_a_pass_hands_the_classifier_every_text_in_order() -> None:
+    fake = FakeClassifier(delay=0.05)
 
-    texts = ["short"] * 10 + ["x" * 4000] * 3 + ["medium " * 40] * 5
-    groups = length_groups(texts, 2048)
-    assert sorted(i for g in groups for i in g) == list(range(len(texts)))
-    for group in groups:
-        longest = max(min(512, len(texts[i]) // 4 + 2) for i in group)
-        assert len(group) == 1 or len(group) * longest <= 2048
-    assert len(length_groups(["a"] * 50, 2048)) == 1  # short texts share one pass
+    async def main() -> list[list[str]]:
+        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=50, max_texts=64)
+        await batcher.start()
+        answers = await _gather(batcher, [["x" * 4000, "short"], ["medium " * 40], ["a"]])
+        await batcher.stop()
+        return [[p.fields["queue"].label for p in answer] for answer in answers]
+
+    labels = asyncio.run(main())
+    assert labels == [["x" * 4000, "short"], ["medium " * 40], ["a"]]
+    # the classifier (which cuts a pass into length-sorted batches itself) saw them in one call
+    assert fake.passes == [4]
+
+
+def test_a_lone_request_does_not_wait_for_company() -> None:
     fake = FakeClassifier()
-    out = classify_grouped(fake, texts, 2048)
-    assert [p.fields["queue"].label for p in out] == texts  # order kept
-    assert len(fake.passes) == len(groups) > 1
+
+    async def main() -> list[float]:
+        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=300)
+        await batcher.start()
+        took = []
+        for text in ("one", "two", "three"):  # one client: each request alone
+            started = time.perf_counter()
+            await batcher.classify([text])
+            took.append(time.perf_counter() - started)
+        await batcher.stop()
+        return took
+
+    assert max(asyncio.run(main())) < 0.2  # never the 300 ms wait
+
+
+def test_requests_arriving_during_a_pass_share_the_next_one() -> None:
+    fake = FakeClassifier(delay=0.1)
+
+    async def main() -> None:
+        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=50, max_texts=64)
+        await batcher.start()
+        first = asyncio.create_task(batcher.classify(["first"]))
+        await asyncio.sleep(0.03)  # the first pass is running: these three wait and then go together
+        await _gather(batcher, [["b"], ["c"], ["d"]])
+        await first
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert fake.passes == [1, 3]
 
 
 def test_workers_run_passes_concurrently() -> None:

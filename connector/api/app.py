@@ -28,6 +28,7 @@ from connector.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from connector.config import AppConfig
 from connector.model.classifier import ClassifierHolder, ModelLoadError
 from connector.model.serving import ModelReloader
+from connector.model.threads import micro_batch_workers
 from connector.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def create_app(
         enabled=settings.micro_batching if micro_batching is None else micro_batching,
         wait_ms=settings.micro_batch_wait_ms,
         max_texts=settings.micro_batch_max,
-        workers=settings.micro_batch_workers,
+        workers=micro_batch_workers(config),
         observer=observe_forward_pass,
     )
     jobs = TrainingJobRunner(config, store, on_finished=None)

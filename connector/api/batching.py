@@ -4,10 +4,12 @@ Requests that arrive while the model is busy, or within ``wait_ms`` of each
 other, share one forward pass: a collector task takes the first waiting
 request, gathers more for at most ``wait_ms`` (or until ``max_texts`` texts),
 runs the classifier once in a worker thread, and hands each request its share
-of the predictions.  At most ``workers`` passes run at once (default one), so
+of the predictions (the classifier sorts the pass by length and cuts it into
+batches that bound padding).  A lone request (no pass running, the last pass served a
+single request) goes at once: waiting for company that is not coming would
+only add ``wait_ms`` to every request of a single client.  At most ``workers`` passes run at once (default one), so
 the event loop stays free and the CPU or GPU does not thrash between many
-concurrent passes.  A pass is cut into groups of similar length
-(:func:`length_groups`) so that padding to the longest text stays bounded.
+concurrent passes.
 
 With batching switched off every request runs its own forward pass in a
 thread of the pool (what a plain FastAPI endpoint would do): the baseline of
@@ -25,53 +27,12 @@ from dataclasses import dataclass, field
 
 import anyio.to_thread
 
-from connector.model.classifier import Classifier, ClassifierHolder, Prediction
+from connector.model.classifier import ClassifierHolder, Prediction
 
 log = logging.getLogger(__name__)
 
 #: called after each forward pass with (number of texts, seconds)
 BatchObserver = Callable[[int, float], None]
-
-
-#: padded tokens per forward pass: a pass of many texts is cut into length groups within this budget
-DEFAULT_TOKEN_BUDGET = 2048
-_CHARS_PER_TOKEN = 4
-
-
-def _estimated_tokens(text: str) -> int:
-    return min(512, len(text) // _CHARS_PER_TOKEN + 2)
-
-
-def length_groups(texts: Sequence[str], token_budget: int) -> list[list[int]]:
-    """Indices of ``texts`` sorted by length and cut so that ``len(group) * longest <= token_budget``.
-
-    Padding makes every text of a pass cost as much as the longest; on a CPU a
-    few long tickets in a pass of short ones would multiply its cost.
-    """
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    groups: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        longest = _estimated_tokens(texts[index])  # sorted: the newest is the longest
-        if current and (len(current) + 1) * longest > token_budget:
-            groups.append(current)
-            current = []
-        current.append(index)
-    if current:
-        groups.append(current)
-    return groups
-
-
-def classify_grouped(classifier: Classifier, texts: Sequence[str], token_budget: int) -> list[Prediction]:
-    """``classifier.classify(texts)`` run over length groups, answers in the order of ``texts``."""
-    groups = length_groups(texts, token_budget)
-    if len(groups) == 1:
-        return classifier.classify(list(texts))
-    results: list[Prediction | None] = [None] * len(texts)
-    for group in groups:
-        for index, prediction in zip(group, classifier.classify([texts[i] for i in group])):
-            results[index] = prediction
-    return [p for p in results if p is not None]
 
 
 @dataclass(slots=True)
@@ -92,7 +53,6 @@ class MicroBatcher:
         wait_ms: float = 5.0,
         max_texts: int = 64,
         observer: BatchObserver | None = None,
-        token_budget: int = DEFAULT_TOKEN_BUDGET,
         workers: int = 1,
     ) -> None:
         self.holder = holder
@@ -100,13 +60,15 @@ class MicroBatcher:
         self.wait_s = max(0.0, wait_ms) / 1000.0
         self.max_texts = max(1, max_texts)
         self.observer = observer
-        self.token_budget = token_budget
         #: forward passes that may run at once (each in its own worker thread)
         self.workers = max(1, workers)
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._carry: _Pending | None = None
+        #: passes running now, and how many requests the last pass served (whether to wait for company)
+        self._in_flight = 0
+        self._last_pass_requests = 0
 
     # ------------------------------------------------------------------ life cycle
 
@@ -180,7 +142,8 @@ class MicroBatcher:
         batch = [first]
         count = len(batch[0].texts)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.wait_s
+        expect_company = self._in_flight > 0 or self._last_pass_requests > 1
+        deadline = loop.time() + (self.wait_s if expect_company else 0.0)
         while count < self.max_texts:
             try:
                 item = queue.get_nowait()
@@ -215,14 +178,24 @@ class MicroBatcher:
                 if not batch:
                     slots.release()
                     continue
+                self._last_pass_requests = len(batch)
+                self._in_flight += 1
                 task = asyncio.create_task(self._pass(batch))
                 passes.add(task)
-                task.add_done_callback(lambda t: (passes.discard(t), slots.release()))
+                task.add_done_callback(self._pass_done(passes, slots))
         finally:
             for task in passes:
                 task.cancel()
             if passes:
                 await asyncio.gather(*passes, return_exceptions=True)
+
+    def _pass_done(self, passes: set[asyncio.Task[None]], slots: asyncio.Semaphore) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            passes.discard(task)
+            self._in_flight -= 1
+            slots.release()
+
+        return done
 
     async def _pass(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
@@ -230,9 +203,7 @@ class MicroBatcher:
         started = time.perf_counter()
         try:
             classifier = self.holder.current  # one model for the whole pass, even across a swap
-            predictions = await loop.run_in_executor(
-                self._executor, classify_grouped, classifier, texts, self.token_budget
-            )
+            predictions = await loop.run_in_executor(self._executor, classifier.classify, texts)
         except asyncio.CancelledError:
             for pending in batch:
                 if not pending.future.done():

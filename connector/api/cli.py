@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
         from connector.api.server import build_server
         from connector.config import CONFIG_ENV, ConfigError, load_config
         from connector.logging_setup import configure_from_config
+        from connector.model.threads import apply_cpu_threads
         from connector.store.db import Store, redact_url
 
         path = config_file or Path(os.environ.get(CONFIG_ENV, "config.yaml"))
@@ -45,6 +46,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(str(exc), err=True)
             raise typer.Exit(2) from None
         configure_from_config(config)
+        apply_cpu_threads(config, serving_api=True)
         try:
             log.info("state store %s", redact_url(config.store_url))
             store = Store(config.store_url)

@@ -54,5 +54,13 @@ class ApiSettings(BaseModel):
     #: wait up to this long for more classify requests to share one forward pass
     micro_batch_wait_ms: float = Field(5.0, ge=0, le=1000)
     micro_batch_max: int = Field(64, ge=1)
-    #: forward passes of classify requests that may run at once (worker threads)
-    micro_batch_workers: int = Field(1, ge=1, le=32)
+    #: forward passes of classify requests that may run at once (worker threads); ``auto``: one per CPU
+    #: core on a CPU (each pass on one core, see ``model.cpu_threads``), one on a GPU
+    micro_batch_workers: int | Literal["auto"] = "auto"
+
+    @field_validator("micro_batch_workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 32:
+            raise ValueError("must be 'auto' or a number from 1 to 32")
+        return value

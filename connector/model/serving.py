@@ -53,6 +53,7 @@ def load_classifier(config: AppConfig, store: Store, dirs: dict[str, Path] | Non
         max_length=config.model.max_length,
         top_k=config.model.top_k,
         half_precision=config.model.half_precision,
+        cpu_precision=config.model.cpu_precision,
     )
 
 
