@@ -269,3 +269,16 @@ def test_workers_run_passes_concurrently() -> None:
     assert fake.passes == [2, 2]
     assert elapsed < 0.55  # two passes of 0.3 s side by side
     assert len(fake.threads) == 2
+
+
+def test_a_backlog_is_shared_out_among_idle_workers() -> None:
+    fake = FakeClassifier(delay=0.1)
+
+    async def main() -> None:
+        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=20, max_texts=64, workers=2)
+        await batcher.start()
+        await _gather(batcher, [["a"], ["b"], ["c"], ["d"]])
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert sorted(fake.passes) == [2, 2]  # not one pass of 4 with the second worker idle

@@ -7,7 +7,9 @@ runs the classifier once in a worker thread, and hands each request its share
 of the predictions (the classifier sorts the pass by length and cuts it into
 batches that bound padding).  A lone request (no pass running, the last pass served a
 single request) goes at once: waiting for company that is not coming would
-only add ``wait_ms`` to every request of a single client.  At most ``workers`` passes run at once (default one), so
+only add ``wait_ms`` to every request of a single client.  A backlog found
+while several workers are idle is shared out among them rather than taken
+into one pass.  At most ``workers`` passes run at once (default one), so
 the event loop stays free and the CPU or GPU does not thrash between many
 concurrent passes.
 
@@ -144,7 +146,11 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         expect_company = self._in_flight > 0 or self._last_pass_requests > 1
         deadline = loop.time() + (self.wait_s if expect_company else 0.0)
+        # workers idle beside the one this pass is for: a backlog is shared out among them, not all taken here
+        idle_besides = self.workers - self._in_flight - 1
         while count < self.max_texts:
+            if idle_besides > 0 and len(batch) * (idle_besides + 1) >= len(batch) + queue.qsize():
+                break
             try:
                 item = queue.get_nowait()
             except asyncio.QueueEmpty:
