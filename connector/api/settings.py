@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from connector.model.settings import WorkerCount
+
 
 class ApiToken(BaseModel):
     """A client's bearer token; ``token_file`` (a path, content stripped) may replace ``token``."""
@@ -56,11 +58,4 @@ class ApiSettings(BaseModel):
     micro_batch_max: int = Field(64, ge=1)
     #: forward passes of classify requests that may run at once (worker threads); ``auto``: one per CPU
     #: core on a CPU (each pass on one core, see ``model.cpu_threads``), one on a GPU
-    micro_batch_workers: int | Literal["auto"] = "auto"
-
-    @field_validator("micro_batch_workers")
-    @classmethod
-    def _workers(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 1 <= value <= 32:
-            raise ValueError("must be 'auto' or a number from 1 to 32")
-        return value
+    micro_batch_workers: WorkerCount = "auto"

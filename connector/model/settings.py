@@ -4,9 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+
+def auto_or_int(low: int, high: int) -> Any:
+    """A setting that is ``auto`` or a whole number from ``low`` to ``high``, with one clear error otherwise."""
+
+    def check(value: object) -> object:
+        if value == "auto":
+            return value
+        try:
+            number = int(str(value))
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            raise ValueError(f"must be 'auto' or a number from {low} to {high}")
+        return number
+
+    return Annotated[int | Literal["auto"], BeforeValidator(check)]
+
+
+#: torch threads per forward pass, or ``auto``
+ThreadCount = auto_or_int(1, 256)
+#: forward passes at once, or ``auto``
+WorkerCount = auto_or_int(1, 32)
 
 
 class ModelSettings(BaseModel):
@@ -36,14 +59,7 @@ class ModelSettings(BaseModel):
     cpu_precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
     #: torch threads per forward pass on a CPU; ``auto``: the usable cores shared out among the passes that
     #: may run at once (``api.micro_batch_workers`` where the process serves the API, else one pass)
-    cpu_threads: int | Literal["auto"] = "auto"
-
-    @field_validator("cpu_threads")
-    @classmethod
-    def _cpu_threads(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 1 <= value <= 256:
-            raise ValueError("must be 'auto' or a number from 1 to 256")
-        return value
+    cpu_threads: ThreadCount = "auto"
 
     @field_validator("device")
     @classmethod
