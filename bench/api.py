@@ -60,13 +60,14 @@ def load_texts(path: Path, n: int, seed: int = 42) -> list[str]:
     return texts[:n]
 
 
-def build_head_models(fields: list[str], target: Path) -> dict[str, Path]:
-    """all-MiniLM-L6-v2 with a fresh classification head per field (same cost as a fine-tuned one)."""
+def build_head_models(fields: list[str], target: Path, base: Path | None = None) -> dict[str, Path]:
+    """A base model (default: the shipped all-MiniLM-L6-v2) with a fresh classification head per field
+    (the same cost as a fine-tuned one)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from connector.model.train import default_base_model
 
-    base = default_base_model()
+    base = base or default_base_model()
     dirs = {}
     for field in fields:
         out = target / field
@@ -100,7 +101,7 @@ def model_dirs(args: argparse.Namespace, work: Path) -> tuple[dict[str, Path], s
         finally:
             store.dispose()
         return {f: d for f, d in dirs.items() if f in args.fields}, f"active models of {args.config}"
-    return build_head_models(args.fields, work / "models"), "all-MiniLM-L6-v2 base + fresh heads (untrained)"
+    return build_head_models(args.fields, work / "models", args.base_model), f"{args.base_model or 'all-MiniLM-L6-v2'} base + fresh heads (untrained)"
 
 
 def free_port() -> int:
@@ -128,7 +129,7 @@ def start_server(work: Path, dirs: dict[str, Path], port: int, batching: bool, a
     command = [sys.executable, "-m", "connector", "serve", "--config", str(path)]
     if not batching:
         command.append("--no-micro-batching")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -300,6 +301,7 @@ def main() -> int:
     parser.add_argument("--workers", default="auto", help="api.micro_batch_workers (auto: one per core on a CPU)")
     parser.add_argument("--max-length", type=int, default=256, help="model.max_length")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--base-model", type=Path, help="base model for the fresh heads (default: the shipped all-MiniLM-L6-v2)")
     parser.add_argument("--cpu-precision", default="auto", choices=["auto", "fp32", "bf16", "int8"], help="model.cpu_precision")
     parser.add_argument("--torch-threads", type=int, help="model.cpu_threads of the servers (default: auto)")
     parser.add_argument("--work-dir", type=Path, help="keep models and configs here (default: a temporary directory)")
