@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,8 @@ def test_healthz_readyz_metrics(client: httpx.Client) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"]["store"] == "ok"
+    # the model check says which versions run, where, and in which number format
+    assert re.fullmatch(r"ok \(queue=tiny-1.*; cpu, (fp32|bf16)\)", ready.json()["checks"]["model"])
     client.post("/api/v1/classify", json={"ticket_data": "printer"})
     metrics = client.get("/metrics")
     assert metrics.status_code == 200

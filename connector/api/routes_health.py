@@ -38,8 +38,12 @@ def _store_reachable(request: Request) -> str:
 )
 async def readyz(request: Request) -> JSONResponse:
     holder = request.app.state.ctx.holder
+    model = "no model loaded"
+    if holder.loaded:
+        runtime = getattr(holder.current, "runtime", None)
+        model = f"ok ({holder.current.version}{'; ' + runtime if runtime else ''})"
     checks = {
-        "model": f"ok ({holder.current.version})" if holder.loaded else "no model loaded",
+        "model": model,
         "store": await asyncio.to_thread(_store_reachable, request),
     }
     ready = holder.loaded and checks["store"] == "ok"

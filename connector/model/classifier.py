@@ -296,6 +296,13 @@ class TransformerClassifier:
     def version(self) -> str:
         return ",".join(f"{field}={model.version}" for field, model in self.models.items())
 
+    @property
+    def runtime(self) -> str:
+        """Where and in which number format the models run, e.g. ``cpu, bf16`` or ``cuda:0, fp16``."""
+        devices = sorted({str(m.device) for m in self.models.values()})
+        precisions = sorted({m.precision for m in self.models.values()})
+        return ", ".join([*devices, *precisions])
+
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
         per_field = {
             field: model.predict(texts, batch_size=self.batch_size, top_k=self.top_k) for field, model in self.models.items()
