@@ -6,7 +6,8 @@ import asyncio
 import os
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -206,6 +207,25 @@ def pg_available() -> str | None:
             return None
     except Exception as exc:  # any connection problem means: skip
         return f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc.__class__.__name__}"
+
+
+@contextmanager
+def temporary_database(backend: str, tmp_path: Any, label: str) -> Iterator[str]:
+    """A store URL for one test: an SQLite file under ``tmp_path`` (``backend="sqlite"``), or a fresh PostgreSQL
+    database dropped afterwards (``"postgresql"``; the test is skipped when no server answers)."""
+    if backend == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    reason = pg_available()
+    if reason:
+        import pytest
+
+        pytest.skip(reason)
+    db = PgDatabase(label)
+    try:
+        yield db.url
+    finally:
+        db.drop()
 
 
 class PgDatabase:

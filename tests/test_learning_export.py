@@ -229,19 +229,10 @@ def test_system_values_map_back_to_model_labels() -> None:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
-    from routing_support import PgDatabase, pg_available
+    from routing_support import temporary_database
 
-    reason = pg_available()
-    if reason:
-        pytest.skip(reason)
-    db = PgDatabase("learning_export")
-    try:
-        yield db.url
-    finally:
-        db.drop()
+    with temporary_database(request.param, tmp_path, "learning_export") as url:
+        yield url
 
 
 def test_two_processes_exporting_at_once_store_each_ticket_once(db_url: str, tmp_path: Path) -> None:

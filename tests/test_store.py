@@ -7,32 +7,22 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from routing_support import PgDatabase, pg_available, sqlite_url
+from routing_support import temporary_database
 from sqlalchemy import update
 
 from connector.store.db import Store, utcnow
 from connector.store.decisions import DecisionStore, NewDecision
 from connector.store.tables import Decision
 
-_PG_REASON = pg_available()
-
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        s = Store(sqlite_url(tmp_path))
-        yield s
-        s.dispose()
-        return
-    if _PG_REASON:
-        pytest.skip(_PG_REASON)
-    db = PgDatabase(request.node.name)
-    s = Store(db.url)
-    try:
-        yield s
-    finally:
-        s.dispose()
-        db.drop()
+    with temporary_database(request.param, tmp_path, request.node.name) as url:
+        s = Store(url)
+        try:
+            yield s
+        finally:
+            s.dispose()
 
 
 def new(ticket_id: str, system: str = "rt", **kw) -> NewDecision:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from routing_support import KeywordClassifier, PgDatabase, pg_available
+from routing_support import KeywordClassifier, temporary_database
 
 from connector.config import parse_config
 from connector.daemon import Daemon
@@ -46,17 +46,8 @@ def config_for(url: str, base_url: str, instance: str, tmp_path: Path):
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
-    reason = pg_available()
-    if reason:
-        pytest.skip(reason)
-    db = PgDatabase("two_daemons")
-    try:
-        yield db.url
-    finally:
-        db.drop()
+    with temporary_database(request.param, tmp_path, "two_daemons") as url:
+        yield url
 
 
 def test_two_daemons_route_each_ticket_exactly_once(db_url: str, tmp_path: Path) -> None:
