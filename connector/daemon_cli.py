@@ -113,7 +113,6 @@ def register(app: typer.Typer) -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from connector.daemon import run_daemon
         from connector.logging_setup import configure_from_config
-
         from connector.model.threads import apply_cpu_threads
 
         cfg = load_or_exit(config)

@@ -51,8 +51,7 @@ def ensure_model(config: Any, train_file: Path, console: Console, *, epochs: int
 
     store = Store(config.store_url)
     try:
-        registry = ModelRegistry(store, config.models_dir, device=config.model.device, max_length=config.model.max_length,
-                                 cpu_precision=config.model.cpu_precision)
+        registry = ModelRegistry.from_config(config, store)
         active = {info.field for info in registry.list() if info.active}
         if set(config.model.fields) <= active:
             console.print(f"[dim]using the active models in {config.models_dir}[/dim]")
@@ -105,8 +104,7 @@ def apply_recommended_thresholds(config: Any, console: Console) -> None:
 
     store = Store(config.store_url)
     try:
-        registry = ModelRegistry(store, config.models_dir, device=config.model.device, max_length=config.model.max_length,
-                                 cpu_precision=config.model.cpu_precision)
+        registry = ModelRegistry.from_config(config, store)
         active = {info.field: info for info in registry.list() if info.active}
     finally:
         store.dispose()

@@ -39,10 +39,7 @@ def _version_out(info: ModelInfo) -> ModelVersionOut:
 
 class ModelOps:
     def __init__(self, config: AppConfig, store: Store) -> None:
-        self.registry = ModelRegistry(
-            store, config.models_dir, device=config.model.device, max_length=config.model.max_length,
-            cpu_precision=config.model.cpu_precision,
-        )
+        self.registry = ModelRegistry.from_config(config, store)
 
     def list(self, field: str | None = None) -> list[ModelVersionOut]:
         return [_version_out(info) for info in self.registry.list(field)]

@@ -117,7 +117,7 @@ def run_job(config: AppConfig, store: Store, job_id: int, *, force: bool, base_d
         except Exception as exc:  # the baseline is informative only
             log.warning("linear baseline of %s failed: %s", name, exc)
 
-    registry = ModelRegistry(store, config.models_dir, device=config.model.device, max_length=config.model.max_length)
+    registry = ModelRegistry.from_config(config, store)
     champions = registry.active()
     challenger_evals = {}
     champion_evals = {}

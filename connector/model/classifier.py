@@ -10,18 +10,20 @@ multiply bf16 in hardware, and never touches the network.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import functools
 import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import torch
 from safetensors import SafetensorError
+
+from connector.model.settings import CpuPrecision
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +89,6 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"device {spec!r} was configured but CUDA is not available")
     return torch.device(spec)
-
-
-CpuPrecision = Literal["auto", "fp32", "bf16", "int8"]
 
 
 @functools.cache

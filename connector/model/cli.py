@@ -57,10 +57,7 @@ def _registry(config: Any) -> Any:
     from connector.model.registry import ModelRegistry
     from connector.store.db import Store
 
-    return ModelRegistry(
-        Store(config.store_url), config.models_dir, device=config.model.device, max_length=config.model.max_length,
-        cpu_precision=config.model.cpu_precision,
-    )
+    return ModelRegistry.from_config(config, Store(config.store_url))
 
 
 def _load_data(path: Path, text_column: str | None, subject_column: str | None, body_column: str | None,

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connector.model.settings import CpuPrecision
+
 #: thresholds at which coverage and accuracy are reported
 THRESHOLDS: tuple[float, ...] = tuple(round(t / 100, 2) for t in range(0, 100, 5)) + (0.96, 0.97, 0.98, 0.99)
 
@@ -182,7 +184,7 @@ def evaluate_model_dir(
     device: str = "auto",
     batch_size: int = 32,
     max_length: int = 256,
-    cpu_precision: str = "auto",
+    cpu_precision: CpuPrecision = "auto",
     target_precision: float = 0.9,
 ) -> FieldEvaluation:
     """Load a model directory (``FieldModel``) and evaluate it on ``data`` (a ``LabeledData``).
@@ -196,7 +198,7 @@ def evaluate_model_dir(
 
     path = Path(model_dir)
     meta = read_model_meta(path) if path.is_dir() else {}
-    model = FieldModel(path, device=resolve_device(device), max_length=max_length, cpu_precision=cpu_precision)  # type: ignore[arg-type]
+    model = FieldModel(path, device=resolve_device(device), max_length=max_length, cpu_precision=cpu_precision)
     name = field or str(meta.get("field") or "")
     if not name:
         if len(data.fields) != 1:

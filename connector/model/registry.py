@@ -23,15 +23,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 
 from connector.model.classifier import ModelLoadError
 from connector.model.data import LabeledData
+from connector.model.settings import CpuPrecision
 from connector.model.train import TrainedModel, TrainingRun
 from connector.store.db import Store, as_utc, utcnow
 from connector.store.tables import ModelActivation, ModelVersion
+
+if TYPE_CHECKING:
+    from connector.config import AppConfig
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +142,7 @@ class ModelRegistry:
         *,
         device: str = "cpu",
         max_length: int = 256,
-        cpu_precision: str = "auto",
+        cpu_precision: CpuPrecision = "auto",
     ) -> None:
         self.store = store
         self.models_dir = Path(models_dir)
@@ -146,6 +150,14 @@ class ModelRegistry:
         self.device = device
         self.max_length = max_length
         self.cpu_precision = cpu_precision
+
+    @classmethod
+    def from_config(cls, config: AppConfig, store: Store) -> ModelRegistry:
+        """The installation's registry, scoring models on the device, length and number format they are served with."""
+        return cls(
+            store, config.models_dir, device=config.model.device, max_length=config.model.max_length,
+            cpu_precision=config.model.cpu_precision,
+        )
 
     # ----------------------------------------------------------------- reading
 
@@ -359,7 +371,7 @@ class ModelRegistry:
 
             model = FieldModel(
                 path, device=resolve_device(self.device), max_length=self.max_length,
-                cpu_precision=self.cpu_precision,  # type: ignore[arg-type]
+                cpu_precision=self.cpu_precision,
             )
             preds = model.predict(texts, top_k=1)
             del model

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -26,6 +25,8 @@ def auto_or_int(low: int, high: int) -> Any:
     return Annotated[int | Literal["auto"], BeforeValidator(check)]
 
 
+#: number format of inference on a CPU (``model.cpu_precision``)
+CpuPrecision = Literal["auto", "fp32", "bf16", "int8"]
 #: torch threads per forward pass, or ``auto``
 ThreadCount = auto_or_int(1, 256)
 #: forward passes at once, or ``auto``
@@ -56,7 +57,7 @@ class ModelSettings(BaseModel):
     half_precision: bool = True
     #: number format on a CPU: ``auto`` (bf16 where the CPU multiplies bf16 in hardware, i.e. has AMX;
     #: else fp32), ``fp32``, ``bf16``, or ``int8`` (linear layers quantised at load time)
-    cpu_precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    cpu_precision: CpuPrecision = "auto"
     #: torch threads per forward pass on a CPU; ``auto``: the usable cores shared out among the passes that
     #: may run at once (``api.micro_batch_workers`` where the process serves the API, else one pass)
     cpu_threads: ThreadCount = "auto"
