@@ -22,14 +22,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from connector.api.datasets import load_dataset
 from filelock import FileLock, Timeout
 
+from connector.api.datasets import load_dataset
 from connector.api.jobs import JobSpec
-from connector.training_lock import training_lock_path
 from connector.model.settings import ModelSettings, TrainingSettings
 from connector.store.db import Store, utcnow
 from connector.store.tables import TrainingJob
+from connector.training_lock import training_lock_path
 
 log = logging.getLogger("connector.api.train_worker")
 

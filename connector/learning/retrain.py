@@ -35,7 +35,7 @@ from sqlalchemy import func, select
 from connector.config import AppConfig
 from connector.store.db import Store, as_utc, utcnow
 from connector.store.tables import Correction, TrainingExample, TrainingJob
-from connector.training_lock import pid_alive, training_lock_path
+from connector.training_lock import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,6 @@ class RetrainResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "state": self.state, "error": self.error, **self.metrics}
-
-
-def lock_path(config: AppConfig) -> Path:
-    return training_lock_path(config.state_dir)
 
 
 def job_directory(config: AppConfig, job_id: int) -> Path:

@@ -26,9 +26,10 @@ from filelock import FileLock, Timeout
 
 from connector.config import AppConfig, parse_config
 from connector.learning.dataset import NotEnoughData, TrainingSets, build_training_sets, eval_count_per_field
-from connector.learning.retrain import JOB_KIND, lock_path, settle
+from connector.learning.retrain import JOB_KIND, settle
 from connector.store.db import Store, utcnow
 from connector.store.tables import TrainingJob
+from connector.training_lock import training_lock_path
 
 log = logging.getLogger("connector.learning.worker")
 
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    lock = FileLock(str(lock_path(config)))
+    lock = FileLock(str(training_lock_path(config.state_dir)))
     try:
         lock.acquire(timeout=0)
     except Timeout:
