@@ -199,6 +199,16 @@ def test_fault_injection(sandbox, client) -> None:
     assert time.perf_counter() - started >= 0.3
 
 
+def test_fault_probability_hits_a_share_of_requests(sandbox, client) -> None:
+    made = httpx.post(f"{sandbox}/_sandbox/faults", json={"path": "/queues", "status": 503, "times": -1, "probability": 0.3})
+    assert made.status_code == 201
+    statuses = [client.get("/queues").status_code for _ in range(300)]
+    hit = statuses.count(503)
+    assert set(statuses) == {200, 503}
+    assert 45 <= hit <= 135, hit  # 90 expected; far outside only if the probability is ignored or inverted
+    assert httpx.post(f"{sandbox}/_sandbox/faults", json={"path": "/queues", "probability": 0}).status_code == 400  # the sandbox answers validation errors with 400
+
+
 def test_db_persists_and_resets(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     db = SandboxDB(path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import random
 import re
 import threading
 from dataclasses import dataclass, field
@@ -56,9 +57,14 @@ class Fault:
     #: seconds to wait before answering (a delay alone, with status 0, then serves the real answer)
     delay: float = 0.0
     times: int = 1
+    #: the share of matching requests that get the fault (1.0: every one); the others are served normally
+    probability: float = 1.0
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method == "*" or self.method.upper() == method) and re.search(self.path, path) is not None
+
+    def strikes(self) -> bool:
+        return self.probability >= 1.0 or random.random() < self.probability
 
 
 class FaultInjector:
@@ -86,6 +92,8 @@ class FaultInjector:
         with self._lock:
             for fault in self._faults:
                 if fault.matches(method, path):
+                    if not fault.strikes():
+                        continue
                     if fault.times > 0:
                         fault.times -= 1
                         if fault.times == 0:
@@ -192,6 +200,7 @@ class FaultCreate(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     delay: float = Field(0.0, ge=0, le=600)
     times: int = 1
+    probability: float = Field(1.0, gt=0, le=1)
 
 
 # --------------------------------------------------------------------------- helpers
