@@ -231,9 +231,25 @@ class SandboxDB:
     def set_priorities(self, names: Iterable[str]) -> None:
         self._set_names("priorities", names)
 
-    def add_queue(self, name: str) -> None:
-        if name not in self.queues():
-            self.set_queues([*self.queues(), name])
+    def add_queue(self, name: str) -> bool:
+        """Append a queue to the list; False when it already exists (nothing changes)."""
+        return self._add_name("queues", name)
+
+    def add_priority(self, name: str) -> bool:
+        """Append a priority to the list; False when it already exists (nothing changes)."""
+        return self._add_name("priorities", name)
+
+    def _add_name(self, table: str, name: str) -> bool:
+        name = name.strip()
+        if not name:
+            raise ValueError(f"a name in {table} cannot be empty")
+        with self._tx() as conn:  # one transaction: another process may add to the same file
+            cur = conn.execute(
+                f"INSERT OR IGNORE INTO {table} (name, position)"
+                f" SELECT ?, COALESCE(MAX(position), -1) + 1 FROM {table}",
+                (name,),
+            )
+            return cur.rowcount == 1
 
     def _check(self, field: str, value: str, allowed: list[str]) -> None:
         if value not in allowed:
@@ -419,20 +435,19 @@ class SandboxDB:
 
         Columns: ``subject`` and ``body`` (or ``text`` alone: its first words
         become the subject), optional ``queue``, ``priority`` and ``state``.
-        With ``as_new`` every ticket lands in the source queue, state new and
-        normal priority, whatever the file says (to watch routing happen).
         Queues and priorities named in the file are added to the sandbox.
+        With ``as_new`` every ticket lands in the source queue, state new and
+        normal priority, whatever the file says (to watch routing happen);
+        the queues and priorities are added all the same, so that an agent
+        can move a ticket where the file says it belongs.
         """
         tickets = read_seed_csv(path, limit=limit)
+        for q in dict.fromkeys(t.queue for t in tickets if t.queue):
+            self.add_queue(q)
+        for p in dict.fromkeys(t.priority for t in tickets if t.priority):
+            self.add_priority(p)
         if as_new:
             tickets = [SeedTicket(t.subject, t.body) for t in tickets]
-        else:
-            for q in dict.fromkeys(t.queue for t in tickets if t.queue):
-                self.add_queue(q)
-            known = self.priorities()
-            extra = [p for p in dict.fromkeys(t.priority for t in tickets if t.priority) if p not in known]
-            if extra:
-                self.set_priorities([*known, *extra])
         self.create_tickets(tickets)
         return len(tickets)
 
