@@ -433,8 +433,8 @@ class SandboxDB:
     def seed_csv(self, path: str | Path, *, as_new: bool = False, limit: int | None = None) -> int:
         """Create tickets from a CSV file; returns how many.
 
-        Columns: ``subject`` and ``body`` (or ``text`` alone: its first words
-        become the subject), optional ``queue``, ``priority`` and ``state``.
+        Columns: ``subject`` and ``body`` (or ``text`` alone: the body, and the
+        first words of its first line the subject), optional ``queue``, ``priority`` and ``state``.
         Queues and priorities named in the file are added to the sandbox.
         With ``as_new`` every ticket lands in the source queue, state new and
         normal priority, whatever the file says (to watch routing happen);
@@ -470,9 +470,11 @@ def sample_tickets_path() -> Path:
 
 
 def _subject_from_text(text: str, words: int = 8) -> str:
-    parts = text.split()
-    subject = " ".join(parts[:words])
-    return subject + (" …" if len(parts) > words else "")
+    """The first words of the text's first line: a prefix of the body, so that a ticket's
+    text (``connector.text.ticket_text``: a body starting with the subject is taken alone)
+    is the original text once, not its first words and then the text again."""
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    return " ".join(first_line.split()[:words])
 
 
 def read_seed_csv(path: str | Path, *, limit: int | None = None) -> list[SeedTicket]:
