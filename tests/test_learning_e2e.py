@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 from pathlib import Path
 
@@ -218,8 +219,6 @@ def test_export_command_writes_resolved_tickets_to_a_file(tmp_path: Path, suffix
     if suffix == ".jsonl":
         rows = [json.loads(line) for line in text.splitlines()]
     else:
-        import csv
-
         rows = list(csv.DictReader(text.splitlines()))
     assert len(rows) == 5
     assert {r["queue"] for r in rows} == {"Hardware", "Access", "HR"}
@@ -229,3 +228,30 @@ def test_export_command_writes_resolved_tickets_to_a_file(tmp_path: Path, suffix
 
     loaded = load_labeled_file(out, validate=False)
     assert len(loaded) == 5 and set(loaded.fields) == {"queue", "priority"}
+
+
+def test_tickets_seeded_from_a_text_column_export_their_text_once(tmp_path: Path) -> None:
+    texts = {
+        "Hardware": "The printer on floor three prints blank pages since the toner was replaced yesterday morning",
+        "Access": "VPN login fails\nSince Monday the VPN rejects my password although the web login accepts it.",
+        "HR": "Short question",
+    }
+    seed = tmp_path / "seed.csv"
+    with seed.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "queue"])
+        writer.writerows([text, queue] for queue, text in texts.items())
+    with running_sandbox(tmp_path / "sandbox", seed=seed, seed_as_new=True) as sandbox:
+        for ticket in sandbox.db.list_tickets(limit=10)[0]:
+            sandbox.db.resolve_ticket(ticket.id, queue=next(q for q, t in texts.items() if t == ticket.body))
+        data = yaml.safe_load((ROOT / "config.example.yaml").read_text(encoding="utf-8"))
+        data["systems"]["sandbox"]["connection"]["base_url"] = sandbox.api
+        data["state_dir"] = str(tmp_path / "var")
+        cfg_file = tmp_path / "config.yaml"
+        cfg_file.write_text(yaml.safe_dump(data))
+        out = tmp_path / "examples.jsonl"
+        result = CliRunner().invoke(app, ["export", "--config", str(cfg_file), "--system", "sandbox", "--output", str(out)])
+        assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    # the example is the original text (lines folded into one), not its first words and then the text again
+    assert {r["queue"]: r["text"] for r in rows} == {queue: " ".join(text.split()) for queue, text in texts.items()}

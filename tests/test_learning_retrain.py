@@ -215,3 +215,37 @@ def test_retrain_command(env, tmp_path: Path) -> None:
     assert out["state"] == "succeeded" and out["fields"]["queue"]["promoted"] is True
     assert out["fields"]["queue"]["reason"] == "forced"
     assert active_version(store) == out["version"]
+
+
+def test_status_reports_a_killed_training_as_failed_not_running(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from connector.learning.status import learning_status, render_text
+    from learning_helpers import make_config as plain_config
+
+    config = plain_config(tmp_path)
+    store = make_store(tmp_path)
+    killed = _create_job(config, store, "manual", False, None)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a worker killed with -9: its pid is gone, its row still says running
+    with store.session() as s:
+        job = s.get(TrainingJob, killed)
+        job.state, job.pid = "running", gone.pid
+
+    status = learning_status(config, store)
+    (reported,) = status["retraining_jobs"]
+    assert reported["id"] == killed and reported["state"] == "failed"
+    assert "interrupted" in reported["error"]
+    assert "running" not in render_text(status)
+
+    # a job whose worker lives is still reported as running
+    with store.session() as s:
+        created = s.get(TrainingJob, killed).created_at
+        live = TrainingJob(state="running", trigger="manual", params={"kind": "retrain"}, pid=os.getpid(), created_at=created)
+        s.add(live)
+        s.flush()
+        live_id = live.id
+    jobs = learning_status(config, store)["retraining_jobs"]
+    assert [(j["id"], j["state"]) for j in jobs] == [(live_id, "running"), (killed, "failed")]
+    store.dispose()

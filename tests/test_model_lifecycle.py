@@ -136,6 +136,28 @@ def test_train_models_trains_every_field_with_the_baseline(sample: LabeledData, 
     assert summary["fields"]["queue"]["linear_baseline"]["macro_f1"] == round(run.baselines["queue"].macro_f1, 4)
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_model_directories_follow_the_umask(sample: LabeledData, tiny_base: Path, tmp_path: Path, umask: int) -> None:
+    """A model trained by one user (an admin) must be readable by the daemon's user: no 0700 directories."""
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        run = train_models(
+            sample, ["queue"], output_dir=tmp_path / "models", settings=FAST.model_copy(update={"epochs": 1}),
+            base_model=tiny_base, device="cpu", save_baseline=True,
+        )  # fmt: skip
+    finally:
+        os.umask(previous)
+    roots = [run.models["queue"].path, run.baseline_models["queue"].path]
+    entries = [p for root in roots for p in [root, *root.rglob("*")]]
+    assert len(entries) > 5
+    for path in entries:
+        expected = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert stat.S_IMODE(path.stat().st_mode) == expected, f"{path}: {oct(path.stat().st_mode)}"
+
+
 # --------------------------------------------------------------------------- bad model directories
 
 

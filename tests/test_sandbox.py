@@ -137,6 +137,36 @@ def test_update_errors(sandbox, client) -> None:
     assert client.patch(f"/tickets/{t.id}", json={"queue": "HR", "if_version": 1}).status_code == 200
 
 
+def test_seed_as_new_creates_the_files_queues(tmp_path: Path) -> None:
+    seed = tmp_path / "labelled.csv"
+    seed.write_text(
+        "subject,body,queue,priority\nPayslip wrong,My payslip is wrong,Payroll,urgent\nPrinter,Jammed,Hardware,high\n",
+        encoding="utf-8",
+    )
+    with running_sandbox(tmp_path, seed=seed, seed_as_new=True) as sb, httpx.Client(base_url=sb.api, timeout=10) as c:
+        rows, _, _ = sb.db.list_tickets(limit=10)
+        assert {(t.queue, t.state, t.priority) for t in rows} == {("Inbox", "new", "normal")}  # as new: unrouted
+        assert [q["name"] for q in c.get("/queues").json()["items"]] == [*DEFAULT_QUEUES, "Payroll"]
+        assert "urgent" in [p["name"] for p in c.get("/priorities").json()["items"]]
+        # an agent can move the ticket to the queue the file named
+        moved = c.patch(f"/tickets/{rows[0].id}", json={"queue": "Payroll", "priority": "urgent"})
+        assert moved.status_code == 200, moved.text
+
+
+def test_api_adds_queues(sandbox, client) -> None:
+    t = sandbox.db.create_ticket("s", "b")
+    assert client.patch(f"/tickets/{t.id}", json={"queue": "Facilities"}).status_code == 422
+    created = client.post("/queues", json={"name": " Facilities "})
+    assert created.status_code == 201 and created.json() == {"name": "Facilities"}
+    again = client.post("/queues", json={"name": "Facilities"})
+    assert again.status_code == 200 and again.json() == {"name": "Facilities"}  # idempotent, no duplicate
+    assert [q["name"] for q in client.get("/queues").json()["items"]] == [*DEFAULT_QUEUES, "Facilities"]
+    assert client.patch(f"/tickets/{t.id}", json={"queue": "Facilities"}).status_code == 200
+    for bad in ({"name": "  "}, {}, {"name": "x", "position": 1}):
+        response = client.post("/queues", json=bad)
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request", bad
+
+
 def test_notes(sandbox, client) -> None:
     t = sandbox.db.create_ticket("s", "b")
     assert client.get(f"/tickets/{t.id}/notes").json() == {"items": []}
@@ -247,8 +277,9 @@ def test_seed_csv_variants(tmp_path: Path) -> None:
     text_only = tmp_path / "text.csv"
     text_only.write_text("text\none two three four five six seven eight nine ten\n\nshort\n", encoding="utf-8")
     tickets = read_seed_csv(text_only)
-    assert [t.subject for t in tickets] == ["one two three four five six seven eight …", "short"]
-    assert tickets[0].body.endswith("ten")
+    # the subject is the start of the body (the first words of its first line), the body the whole text
+    assert [t.subject for t in tickets] == ["one two three four five six seven eight", "short"]
+    assert [t.body for t in tickets] == ["one two three four five six seven eight nine ten", "short"]
 
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("Document,Topic_group\nx,y\n", encoding="utf-8")
@@ -264,7 +295,7 @@ def _free_port() -> int:
 
 def test_cli_serves_seeds_once_and_requires_token(tmp_path: Path) -> None:
     seed = tmp_path / "seed.csv"
-    seed.write_text("subject,body\nVPN down,Cannot connect\nPrinter,Jammed\n", encoding="utf-8")
+    seed.write_text("subject,body,queue\nVPN down,Cannot connect,Network\nPrinter,Jammed,Printing\n", encoding="utf-8")
     db = tmp_path / "cli.db"
     port = _free_port()
     env = os.environ | {"HELPDESK_SANDBOX_TOKEN": "tok-9f3k"}
@@ -276,7 +307,7 @@ def test_cli_serves_seeds_once_and_requires_token(tmp_path: Path) -> None:
     def start() -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-c", code, "sandbox", "--port", str(port), "--db", str(db), "--seed", str(seed),
-             "--seed-as-new", "--log-level", "warning"],
+             "--seed-as-new", "--add-queue", "Facilities", "--add-queue", "Network", "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
 
@@ -297,6 +328,9 @@ def test_cli_serves_seeds_once_and_requires_token(tmp_path: Path) -> None:
             assert httpx.get(f"http://127.0.0.1:{port}/api/tickets").status_code == 401
             got = httpx.get(f"http://127.0.0.1:{port}/api/tickets", headers={"Authorization": "Bearer tok-9f3k"}).json()
             assert got["total"] == 2  # the second start does not seed again
+            queues = httpx.get(f"http://127.0.0.1:{port}/api/queues", headers={"Authorization": "Bearer tok-9f3k"}).json()
+            # the seed file's queue and the --add-queue ones, once each, kept across restarts
+            assert [q["name"] for q in queues["items"]] == [*DEFAULT_QUEUES, "Facilities", "Printing"]
         finally:
             proc.terminate()
             out, _ = proc.communicate(timeout=10)

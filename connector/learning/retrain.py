@@ -305,7 +305,13 @@ def retrain(
 
 
 def latest_jobs(store: Store, limit: int = 5) -> list[dict[str, Any]]:
-    """The newest learning-loop training jobs, newest first (for ``status``)."""
+    """The newest learning-loop training jobs, newest first (for ``status``).
+
+    A queued/running job whose process is gone (a worker killed with -9) is
+    settled as failed first, by the same check a new retraining makes, so it
+    is never reported as running.
+    """
+    active_job(store)
     out = []
     with store.session() as session:
         rows = session.scalars(select(TrainingJob).order_by(TrainingJob.id.desc()).limit(limit * 4))

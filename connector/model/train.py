@@ -13,7 +13,9 @@ progress bar, a fixed seed.  The result is a versioned model directory::
         helpdesk_connector.json                           (version, field, labels, settings, metrics, fingerprint)
 
 written to a temporary directory beside it and renamed into place at the
-end, so a reader never sees a half-written model.
+end, so a reader never sees a half-written model.  Directories and files are
+created with the process's umask (0755/0644 under the usual 022): the daemon's
+user must be able to read a model another user trained (see docs/model.md).
 
 ``train_models`` trains every requested field (and the linear baseline beside
 each) from one call: the CLI, the REST API and the learning loop use it.
@@ -499,6 +501,34 @@ def write_meta(trained: TrainedModel, directory: Path) -> None:
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(root: Path) -> None:
+    """Give ``root`` and everything below it the modes a plain ``mkdir``/``open`` would have.
+
+    ``tempfile.mkdtemp`` makes 0700 directories and some writers (safetensors) 0600
+    files; both would survive the rename, and a model trained by one user (an admin)
+    could not be read by the daemon's user.
+    """
+    mask = current_umask()
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def _save_atomically(trained: TrainedModel, save: Callable[[Path], Any]) -> None:
     """Write into a temporary sibling directory, then rename it to ``trained.path``."""
     final = trained.path
@@ -509,6 +539,7 @@ def _save_atomically(trained: TrainedModel, save: Callable[[Path], Any]) -> None
     try:
         save(tmp)
         write_meta(trained, tmp)
+        apply_umask(tmp)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

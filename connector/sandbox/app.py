@@ -180,6 +180,12 @@ class TicketResolve(BaseModel):
     state: Literal["resolved", "closed"] = "resolved"
 
 
+class QueueCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=200)
+
+
 class NoteCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -293,6 +299,12 @@ def create_app(db: SandboxDB, *, token: str | None = None, faults: FaultInjector
     @app.get("/api/queues", tags=["meta"])
     async def queues() -> JSONResponse:
         return JSONResponse({"items": [{"name": n} for n in db.queues()]})
+
+    @app.post("/api/queues", status_code=201, tags=["meta"])
+    async def add_queue(body: QueueCreate) -> JSONResponse:
+        """Append a queue: 201 when new, 200 when it already exists."""
+        created = db.add_queue(body.name)
+        return JSONResponse({"name": body.name}, status_code=201 if created else 200)
 
     @app.get("/api/priorities", tags=["meta"])
     async def priorities() -> JSONResponse:

@@ -32,6 +32,10 @@ def sandbox(
         typer.Option(help="Put every seeded ticket in the Inbox as new (ignore the file's queue/priority/state)."),
     ] = False,
     seed_limit: Annotated[int | None, typer.Option(help="Create at most this many tickets from --seed.")] = None,
+    add_queue: Annotated[
+        list[str] | None,
+        typer.Option("--add-queue", help="Add a queue to the sandbox (repeatable; kept in the DB)."),
+    ] = None,
     reset: Annotated[bool, typer.Option(help="Delete the DB file first and start empty (then seed).")] = False,
     token: Annotated[
         str | None,
@@ -62,6 +66,12 @@ def sandbox(
         typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc} (another sandbox? use --port)", err=True)
         raise typer.Exit(2) from None
     database = SandboxDB(db, reset=reset)
+    for name in add_queue or []:
+        try:
+            database.add_queue(name)
+        except ValueError as exc:
+            typer.echo(f"error: --add-queue: {exc}", err=True)
+            raise typer.Exit(2) from None
     if seed is not None:
         existing = database.count_tickets()
         if existing:

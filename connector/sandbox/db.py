@@ -231,9 +231,25 @@ class SandboxDB:
     def set_priorities(self, names: Iterable[str]) -> None:
         self._set_names("priorities", names)
 
-    def add_queue(self, name: str) -> None:
-        if name not in self.queues():
-            self.set_queues([*self.queues(), name])
+    def add_queue(self, name: str) -> bool:
+        """Append a queue to the list; False when it already exists (nothing changes)."""
+        return self._add_name("queues", name)
+
+    def add_priority(self, name: str) -> bool:
+        """Append a priority to the list; False when it already exists (nothing changes)."""
+        return self._add_name("priorities", name)
+
+    def _add_name(self, table: str, name: str) -> bool:
+        name = name.strip()
+        if not name:
+            raise ValueError(f"a name in {table} cannot be empty")
+        with self._tx() as conn:  # one transaction: another process may add to the same file
+            cur = conn.execute(
+                f"INSERT OR IGNORE INTO {table} (name, position)"
+                f" SELECT ?, COALESCE(MAX(position), -1) + 1 FROM {table}",
+                (name,),
+            )
+            return cur.rowcount == 1
 
     def _check(self, field: str, value: str, allowed: list[str]) -> None:
         if value not in allowed:
@@ -417,22 +433,21 @@ class SandboxDB:
     def seed_csv(self, path: str | Path, *, as_new: bool = False, limit: int | None = None) -> int:
         """Create tickets from a CSV file; returns how many.
 
-        Columns: ``subject`` and ``body`` (or ``text`` alone: its first words
-        become the subject), optional ``queue``, ``priority`` and ``state``.
-        With ``as_new`` every ticket lands in the source queue, state new and
-        normal priority, whatever the file says (to watch routing happen).
+        Columns: ``subject`` and ``body`` (or ``text`` alone: the body, and the
+        first words of its first line the subject), optional ``queue``, ``priority`` and ``state``.
         Queues and priorities named in the file are added to the sandbox.
+        With ``as_new`` every ticket lands in the source queue, state new and
+        normal priority, whatever the file says (to watch routing happen);
+        the queues and priorities are added all the same, so that an agent
+        can move a ticket where the file says it belongs.
         """
         tickets = read_seed_csv(path, limit=limit)
+        for q in dict.fromkeys(t.queue for t in tickets if t.queue):
+            self.add_queue(q)
+        for p in dict.fromkeys(t.priority for t in tickets if t.priority):
+            self.add_priority(p)
         if as_new:
             tickets = [SeedTicket(t.subject, t.body) for t in tickets]
-        else:
-            for q in dict.fromkeys(t.queue for t in tickets if t.queue):
-                self.add_queue(q)
-            known = self.priorities()
-            extra = [p for p in dict.fromkeys(t.priority for t in tickets if t.priority) if p not in known]
-            if extra:
-                self.set_priorities([*known, *extra])
         self.create_tickets(tickets)
         return len(tickets)
 
@@ -455,9 +470,11 @@ def sample_tickets_path() -> Path:
 
 
 def _subject_from_text(text: str, words: int = 8) -> str:
-    parts = text.split()
-    subject = " ".join(parts[:words])
-    return subject + (" …" if len(parts) > words else "")
+    """The first words of the text's first line: a prefix of the body, so that a ticket's
+    text (``connector.text.ticket_text``: a body starting with the subject is taken alone)
+    is the original text once, not its first words and then the text again."""
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    return " ".join(first_line.split()[:words])
 
 
 def read_seed_csv(path: str | Path, *, limit: int | None = None) -> list[SeedTicket]:
