@@ -210,7 +210,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(EXIT_CONFIG)
         store = Store(cfg.store_url)
         try:
-            count = DecisionStore(store, cfg.instance_id).forget_failed(system)
+            count = DecisionStore(store, "cli").forget_failed(system)
         finally:
             store.dispose()
         typer.echo(f"{system}: {count} failed ticket(s) will be decided again at the next poll"
@@ -247,7 +247,7 @@ def register(app: typer.Typer) -> None:
             return
         store = Store(cfg.store_url)
         try:
-            decisions = DecisionStore(store, cfg.instance_id)
+            decisions = DecisionStore(store, "cli")
             health = decisions.health()
             counts = decisions.counts()
         finally:
