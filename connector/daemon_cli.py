@@ -238,6 +238,7 @@ def register(app: typer.Typer) -> None:
         """Per system: last poll, decisions routed / suggested / skipped / failed, last error."""
         from connector.store.db import Store, utcnow
         from connector.store.decisions import DecisionStore
+        from connector.store.leases import live_leases
 
         cfg = load_or_exit(config)
         if learning:
@@ -250,6 +251,7 @@ def register(app: typer.Typer) -> None:
             decisions = DecisionStore(store, "cli")
             health = decisions.health()
             counts = decisions.counts()
+            running = live_leases(store)
         finally:
             store.dispose()
         if check:
@@ -295,6 +297,9 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps([{k: v for k, v in r.items() if k != "_health"} for r in rows], indent=2))
             return
+        typer.echo(f"daemons running: {len(running)}")
+        for lease in running:
+            typer.echo(f"  {lease.instance_id}  {lease.describe()}")
         if not rows:
             typer.echo("no system configured or recorded")
         for r in rows:

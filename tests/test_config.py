@@ -210,6 +210,19 @@ def test_run_once_status_and_classify_commands(tmp_path: Path, restore_logging) 
     assert rows[0]["last_success"] is not None
     result = runner.invoke(app, ["status", "--config", str(path)])
     assert result.exit_code == 0 and "sandbox" in result.output
+    assert "daemons running: 0" in result.output  # run --once released its lease
+    from connector.store.db import Store
+    from connector.store.leases import LeaseStore
+
+    store = Store(load_config(path).store_url)
+    try:
+        lease = LeaseStore(store, "router-7", ttl=60)
+        lease.acquire()
+        result = runner.invoke(app, ["status", "--config", str(path)])
+        assert "daemons running: 1" in result.output and f"router-7  pid {lease.pid} on host" in result.output
+        lease.release()
+    finally:
+        store.dispose()
     result = runner.invoke(app, ["status", "--check", "--config", str(path)])
     assert result.exit_code == 0 and "healthy" in result.output
     result = runner.invoke(app, ["status", "--check", "--max-age", "0", "--config", str(path)])

@@ -122,6 +122,17 @@ def leases_of(session: Session, instance_ids: Iterable[str]) -> dict[str, LeaseI
     return {row.instance_id: LeaseInfo.from_row(row) for row in rows}
 
 
+def live_leases(store: Store) -> list[LeaseInfo]:
+    """The leases of the daemons running now, oldest first (``status``)."""
+    now = utcnow()
+    with store.session() as session:
+        rows = session.scalars(
+            select(InstanceLease).where(InstanceLease.expires_at > now).order_by(InstanceLease.started_at)
+        )
+        infos = [LeaseInfo.from_row(row) for row in rows]
+    return [info for info in infos if info.is_live(now)]
+
+
 class LeaseStore:
     """The lease of one daemon's ``instance_id``: acquire, renew, release."""
 
