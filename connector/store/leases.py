@@ -171,15 +171,19 @@ class LeaseStore:
 
     def _take_dead(self, values: dict[str, object]) -> None:
         """Take over the existing row if its holder is gone; else raise :class:`LeaseHeld`."""
-        with self.store.session() as session:
-            row = session.get(InstanceLease, self.instance_id)
-            holder = LeaseInfo.from_row(row) if row is not None else None
-        if holder is not None and holder.is_live():
+        holder = self._holder()
+        if holder is None:  # pruned since the insert failed: insert again
+            try:
+                with self.store.session() as session:
+                    session.add(InstanceLease(instance_id=self.instance_id, **values))
+                return
+            except IntegrityError:
+                holder = self._holder()
+                if holder is None:
+                    raise
+        if holder.is_live():
             raise LeaseHeld(holder)
         with self.store.session() as session:
-            if holder is None:  # released and pruned in between
-                session.add(InstanceLease(instance_id=self.instance_id, **values))
-                return
             result = session.execute(
                 update(InstanceLease)
                 .where(InstanceLease.instance_id == self.instance_id, InstanceLease.started_at == holder.started_at,
@@ -187,11 +191,13 @@ class LeaseStore:
                 .values(**values)
             )
         if result.rowcount != 1:  # another daemon took it in between
-            with self.store.session() as session:
-                row = session.get(InstanceLease, self.instance_id)
-                assert row is not None
-                raise LeaseHeld(LeaseInfo.from_row(row))
+            raise LeaseHeld(self._holder() or holder)
         log.info("instance %s: took over the lease of a stopped daemon (%s)", self.instance_id, holder.describe())
+
+    def _holder(self) -> LeaseInfo | None:
+        with self.store.session() as session:
+            row = session.get(InstanceLease, self.instance_id)
+            return LeaseInfo.from_row(row) if row is not None else None
 
     def _prune(self, now: datetime) -> None:
         with self.store.session() as session:
