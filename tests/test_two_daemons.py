@@ -103,6 +103,32 @@ def test_two_daemons_route_each_ticket_exactly_once(db_url: str, tmp_path: Path)
 # --------------------------------------------------------------------------- identities and leases
 
 
+def test_a_daemon_started_on_the_same_host_leaves_the_writes_in_flight_alone(db_url: str, tmp_path: Path) -> None:
+    """The reported case: a second daemon with default settings on the same host, started while the first one's
+    writes are in flight, must not "reconcile" (and write again) those tickets."""
+    Store(db_url).dispose()
+    with running_sandbox(None, token=TOKEN) as sandbox:
+        ids = [sandbox.db.create_ticket(f"ticket {i}", "printer broken").id for i in range(4)]
+        sandbox.faults.add(path=r"^/api/tickets/\d+$", method="PATCH", status=0, delay=1.0, times=-1)  # slow writes
+
+        async def scenario() -> dict[str, Any]:
+            first = Daemon(config_for(db_url, sandbox.api, None, tmp_path / "a"),
+                           holder=ClassifierHolder(KeywordClassifier()))
+            second = Daemon(config_for(db_url, sandbox.api, None, tmp_path / "b"),
+                            holder=ClassifierHolder(KeywordClassifier()))
+            running = asyncio.create_task(first.run_once())
+            while sandbox.faults.hits == 0:  # the first daemon is writing
+                await asyncio.sleep(0.02)
+            late = await second.run_once()
+            return {"first": await running, "second": late}
+
+        results = asyncio.run(scenario())
+        assert results["first"]["sandbox"].ok and results["second"]["sandbox"].ok
+        assert results["second"]["sandbox"].reconciled == 0
+        assert [len(sandbox.db.list_notes(i)) for i in ids] == [1, 1, 1, 1]
+        assert all(sandbox.db.get_ticket(i).queue == "Hardware" for i in ids)
+
+
 def mem_config(url: str, tmp_path: Path, instance: str | None = None, **daemon: Any):
     return parse_config(
         {
