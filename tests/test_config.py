@@ -270,3 +270,13 @@ def test_retry_failed_lets_the_next_poll_route_a_ticket_again(tmp_path: Path, re
         assert result.exit_code == 0, result.output
         assert sandbox.db.get_ticket(holiday).queue == "HR"
         assert runner.invoke(app, ["retry-failed", "nosuch", "--config", str(path)]).exit_code == 2
+
+
+def test_heartbeat_must_come_within_the_lease_ttl() -> None:
+    from connector.config import parse_config
+
+    with pytest.raises(ConfigError) as info:
+        parse_config({"daemon": {"lease_ttl": 30, "heartbeat_interval": 30}})
+    assert any(p.key == "daemon" and "heartbeat_interval (30 s) must be less than lease_ttl (30 s)" in p.message
+               for p in info.value.problems), info.value.problems
+    assert parse_config({"daemon": {"lease_ttl": 30, "heartbeat_interval": 10}}).daemon.lease_ttl == 30
