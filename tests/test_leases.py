@@ -13,7 +13,7 @@ from routing_support import temporary_database
 from sqlalchemy import update
 
 from connector.store.db import Store, utcnow
-from connector.store.leases import LeaseHeld, LeaseInfo, LeaseStore, new_instance_id
+from connector.store.leases import LeaseHeld, LeaseInfo, LeaseStore, new_instance_id, pid_scope
 from connector.store.tables import InstanceLease
 
 
@@ -94,20 +94,30 @@ def test_renew_extends_and_release_ends_the_lease(store: Store) -> None:
 
 def test_a_lease_of_an_exited_process_on_this_host_is_dead_before_its_ttl(store: Store) -> None:
     now = utcnow()
+    assert pid_scope()  # Linux: boot id and PID namespace
     with store.session() as s:
-        s.add(InstanceLease(instance_id="router", host=socket.gethostname(), pid=exited_pid(), started_at=now,
-                            heartbeat_at=now, expires_at=now + timedelta(hours=1)))
+        s.add(InstanceLease(instance_id="router", host=socket.gethostname(), pid=exited_pid(), pid_scope=pid_scope(),
+                            started_at=now, heartbeat_at=now, expires_at=now + timedelta(hours=1)))
     assert not row(store, "router").is_live()
     LeaseStore(store, "router", ttl=60).acquire()  # a restart after SIGKILL need not wait for the ttl
     assert row(store, "router").is_live()
 
 
-def test_a_lease_of_another_host_is_live_until_it_expires(store: Store) -> None:
+@pytest.mark.parametrize(
+    ("host", "scope"),
+    [("some-other-host", "another-boot/pid:[4026531836]"),
+     # a container with this host's name (e.g. host networking) in its own PID namespace: its pids mean nothing here
+     (socket.gethostname(), "this-boot/pid:[4026532999]"),
+     ("some-other-host", None)],  # no scope known: expiry alone
+)
+def test_a_lease_whose_pid_cannot_be_checked_from_here_is_live_until_it_expires(
+    store: Store, host: str, scope: str | None
+) -> None:
     now = utcnow()
     with store.session() as s:
-        s.add(InstanceLease(instance_id="router", host="some-other-host", pid=exited_pid(), started_at=now,
+        s.add(InstanceLease(instance_id="router", host=host, pid=exited_pid(), pid_scope=scope, started_at=now,
                             heartbeat_at=now, expires_at=now + timedelta(seconds=60)))
-    with pytest.raises(LeaseHeld, match="some-other-host"):
+    with pytest.raises(LeaseHeld, match=f"on host {host}"):
         LeaseStore(store, "router", ttl=60).acquire()
     expire(store, "router")
     LeaseStore(store, "router", ttl=60).acquire()

@@ -8,9 +8,11 @@ so other daemons reconcile at once whatever the stopped one left).  A daemon
 that is killed stops renewing; its lease expires ``ttl`` seconds after its last
 heartbeat.
 
-A lease is *live* while it has not expired and, when its holder ran on this
-host, while that process still exists (a daemon restarted right after a crash
-need not wait for the ttl).  Claims of a live lease's instance are never
+A lease is *live* while it has not expired and, when its holder's process id
+can be checked from here (same machine boot and same PID namespace, see
+:func:`pid_scope`; not merely the same host name, which containers may share),
+while that process still exists: a daemon restarted right after a crash need
+not wait for the ttl.  Claims of a live lease's instance are never
 reconciled by another daemon (:meth:`connector.store.decisions.DecisionStore.unfinished`).
 
 The default identity (:func:`new_instance_id`) is unique per running daemon;
@@ -30,6 +32,8 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
 
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -65,6 +69,21 @@ def new_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+@cache
+def pid_scope() -> str:
+    """Where this process's id means something: the machine's boot id and the PID namespace.
+
+    Two daemons with equal scopes see each other's processes; empty when unknown
+    (not Linux), and then a lease is judged by its expiry alone.
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return f"{boot}/{namespace}"[:100]
+
+
 def _pid_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -82,6 +101,7 @@ class LeaseInfo:
     instance_id: str
     host: str
     pid: int
+    pid_scope: str
     started_at: datetime
     heartbeat_at: datetime
     expires_at: datetime
@@ -92,16 +112,17 @@ class LeaseInfo:
             instance_id=row.instance_id,
             host=row.host,
             pid=row.pid,
+            pid_scope=row.pid_scope or "",
             started_at=as_utc(row.started_at),  # type: ignore[arg-type]
             heartbeat_at=as_utc(row.heartbeat_at),  # type: ignore[arg-type]
             expires_at=as_utc(row.expires_at),  # type: ignore[arg-type]
         )
 
     def is_live(self, now: datetime | None = None) -> bool:
-        """Not expired, and (when it ran on this host) its process still exists."""
+        """Not expired, and (when its process id can be checked from here) its process still exists."""
         if self.expires_at <= (now or utcnow()):
             return False
-        if self.host != socket.gethostname():
+        if not self.pid_scope or self.pid_scope != pid_scope():
             return True
         if self.pid == os.getpid():
             with _held_lock:
@@ -141,6 +162,7 @@ class LeaseStore:
         self.instance_id = instance_id
         self.ttl = timedelta(seconds=ttl)
         self.host = socket.gethostname()
+        self.pid_scope = pid_scope()
         self.pid = os.getpid()
         self.started_at: datetime | None = None
 
@@ -156,7 +178,7 @@ class LeaseStore:
         """Take the lease; raises :class:`LeaseHeld` when a live daemon holds this instance id."""
         now = utcnow()
         self._prune(now)
-        values = {"host": self.host, "pid": self.pid, "started_at": now, "heartbeat_at": now,
+        values = {"host": self.host, "pid": self.pid, "pid_scope": self.pid_scope, "started_at": now, "heartbeat_at": now,
                   "expires_at": now + self.ttl}
         try:
             with self.store.session() as session:

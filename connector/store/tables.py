@@ -76,6 +76,8 @@ class InstanceLease(Base):
     instance_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
+    #: boot id + PID namespace of the holder: where its pid can be checked (see connector.store.leases)
+    pid_scope: Mapped[str | None] = mapped_column(String(100))
     started_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
     #: the lease is live while this lies in the future; set to the release time on a clean stop

@@ -22,6 +22,7 @@ def upgrade() -> None:
     sa.Column('instance_id', sa.String(length=200), nullable=False),
     sa.Column('host', sa.String(length=255), nullable=False),
     sa.Column('pid', sa.Integer(), nullable=False),
+    sa.Column('pid_scope', sa.String(length=100), nullable=True),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('heartbeat_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
