@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -205,12 +204,24 @@ class LoggingSettings(BaseModel):
 class DaemonSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    #: a stable name of this daemon (claims and reconciliation); default: the host name
+    #: the name of this daemon in its claims and its lease; default: unique per running daemon
+    #: (host name, process id, random part).  A second daemon under a live explicit id is refused.
     instance_id: str | None = None
     #: on SIGTERM, wait this long for the batch in flight before abandoning it
     shutdown_timeout: float = Field(30.0, ge=0)
-    #: claims of another instance older than this are taken over and reconciled
+    #: seconds a daemon's lease lasts after its last heartbeat (a killed daemon's claims wait this long)
+    lease_ttl: float = Field(60.0, gt=0)
+    #: seconds between heartbeats renewing the lease; less than lease_ttl
+    heartbeat_interval: float = Field(15.0, gt=0)
+    #: claims of an owner without any lease (written by a version before leases) older than this are reconciled
     claim_timeout: float = Field(900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_ttl(self) -> DaemonSettings:
+        if self.heartbeat_interval >= self.lease_ttl:
+            raise ValueError(f"heartbeat_interval ({self.heartbeat_interval:g} s) must be less than "
+                             f"lease_ttl ({self.lease_ttl:g} s), or the lease lapses between heartbeats")
+        return self
 
 
 class AppConfig(BaseSettings):
@@ -257,10 +268,6 @@ class AppConfig(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.model.dir or (self.state_dir / "models")
-
-    @property
-    def instance_id(self) -> str:
-        return self.daemon.instance_id or socket.gethostname()
 
     def adapter_settings(self, system: str) -> AdapterSettings:
         conn = self.systems[system].connection

@@ -11,6 +11,11 @@ Other areas hook into a running daemon through :data:`JOB_PROVIDERS`
 (modules with ``register_jobs(daemon)``) and then :meth:`Daemon.add_job`
 (periodic jobs, e.g. the export cron) or :meth:`Daemon.add_task` (long-running
 coroutines, e.g. the REST API server).
+
+While it runs the daemon holds a lease on its ``instance_id`` in the store
+(:mod:`connector.store.leases`), renewed every ``daemon.heartbeat_interval``
+seconds and released on a clean stop; a second daemon under a live id is
+refused (:class:`~connector.store.leases.LeaseHeld`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from connector.pipeline import Pipeline, PollResult
 from connector.scheduler import Scheduler, SystemHealth
 from connector.store.db import Store, redact_url
 from connector.store.decisions import DecisionStore
+from connector.store.leases import LeaseHeld, LeaseStore, new_instance_id
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +97,9 @@ class Daemon:
         self._given_holder = holder is not None
         self.adapters: dict[str, Adapter] = dict(adapters or {})
         self.model_check_seconds = model_check_seconds
-        self.instance_id = config.instance_id
+        self.instance_id = config.daemon.instance_id or new_instance_id()
+        self.lease: LeaseStore | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self.stop_event = asyncio.Event()
         self.scheduler = Scheduler()
         self.pipelines: dict[str, Pipeline] = {}
@@ -116,6 +124,7 @@ class Daemon:
         if self.store is None:
             log.info("state store %s", redact_url(self.config.store_url))
             self.store = await asyncio.to_thread(Store, self.config.store_url)
+        await self._take_lease()
         self.decisions = DecisionStore(self.store, self.instance_id)
         if not self.holder.loaded:
             self.reloader = ModelReloader(self.config, self.store, self.holder)
@@ -147,6 +156,53 @@ class Daemon:
             ", ".join(f"{n} ({self.config.systems[n].type}, {self.config.systems[n].mode})" for n in self.systems)
             or "no system",
         )
+
+    async def _take_lease(self) -> None:
+        """Hold this daemon's identity in the store and start the heartbeat; LeaseHeld when it is in use."""
+        assert self.store is not None
+        lease = LeaseStore(self.store, self.instance_id, self.config.daemon.lease_ttl)
+        try:
+            await asyncio.to_thread(lease.acquire)
+        except LeaseHeld:
+            if self._own_store:
+                self.store.dispose()
+                self.store = None
+            raise
+        self.lease = lease
+        self._heartbeat = asyncio.create_task(self._beat(lease), name=f"lease-heartbeat:{self.instance_id}")
+
+    async def _beat(self, lease: LeaseStore) -> None:
+        """Renew the lease every heartbeat_interval; stop the daemon if another one took it over."""
+        failing = False
+        while True:
+            await asyncio.sleep(self.config.daemon.heartbeat_interval)
+            try:
+                renewed = await asyncio.to_thread(lease.renew)
+            except Exception as exc:  # the store is down: keep trying; the lease lapses after lease_ttl
+                if not failing:
+                    log.error("instance %s: renewing the lease failed (%s); retrying", self.instance_id,
+                              exc.__class__.__name__)
+                failing = True
+                continue
+            if failing:
+                log.info("instance %s: lease renewed again", self.instance_id)
+                failing = False
+            if not renewed:
+                log.error("instance %s: the lease was taken over by another daemon; stopping", self.instance_id)
+                self.request_stop()
+                return
+
+    async def _release_lease(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+        if self.lease is not None:
+            try:
+                await asyncio.to_thread(self.lease.release)
+            except Exception as exc:  # the lease then expires after lease_ttl
+                log.warning("instance %s: releasing the lease failed (%s)", self.instance_id, exc.__class__.__name__)
+            self.lease = None
 
     def _publish_model(self) -> None:
         if self.holder.loaded:
@@ -272,6 +328,7 @@ class Daemon:
                 await adapter.aclose()
             except Exception as exc:  # closing must not hide the real outcome
                 log.debug("%s: closing the adapter failed: %s", name, exc)
+        await self._release_lease()
         if self._own_store and self.store is not None:
             self.store.dispose()
 
@@ -295,6 +352,9 @@ def run_daemon(config: AppConfig, *, once: bool = False) -> int:
 
     try:
         return asyncio.run(main())
+    except LeaseHeld as exc:
+        log.error("%s", exc)
+        return 1
     except SQLAlchemyError as exc:
         log.error("the state store %s cannot be used: %s", redact_url(config.store_url), exc.__class__.__name__,
                   exc_info=log.isEnabledFor(logging.DEBUG))

@@ -210,7 +210,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(EXIT_CONFIG)
         store = Store(cfg.store_url)
         try:
-            count = DecisionStore(store, cfg.instance_id).forget_failed(system)
+            count = DecisionStore(store, "cli").forget_failed(system)
         finally:
             store.dispose()
         typer.echo(f"{system}: {count} failed ticket(s) will be decided again at the next poll"
@@ -238,6 +238,7 @@ def register(app: typer.Typer) -> None:
         """Per system: last poll, decisions routed / suggested / skipped / failed, last error."""
         from connector.store.db import Store, utcnow
         from connector.store.decisions import DecisionStore
+        from connector.store.leases import live_leases
 
         cfg = load_or_exit(config)
         if learning:
@@ -247,9 +248,10 @@ def register(app: typer.Typer) -> None:
             return
         store = Store(cfg.store_url)
         try:
-            decisions = DecisionStore(store, cfg.instance_id)
+            decisions = DecisionStore(store, "cli")
             health = decisions.health()
             counts = decisions.counts()
+            running = live_leases(store)
         finally:
             store.dispose()
         if check:
@@ -295,6 +297,9 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps([{k: v for k, v in r.items() if k != "_health"} for r in rows], indent=2))
             return
+        typer.echo(f"daemons running: {len(running)}")
+        for lease in running:
+            typer.echo(f"  {lease.instance_id}  {lease.describe()}")
         if not rows:
             typer.echo("no system configured or recorded")
         for r in rows:

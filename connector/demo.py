@@ -91,7 +91,7 @@ def route_once(config: Any, demo_file: Path, workdir: Path) -> tuple[Any, list[A
         tickets = [sandbox.db.get_ticket(i) for i in range(1, count + 1)]
     store = Store(config.store_url)
     try:
-        decisions = DecisionStore(store, config.instance_id).recent(SYSTEM, limit=10_000)
+        decisions = DecisionStore(store, "demo").recent(SYSTEM, limit=10_000)
     finally:
         store.dispose()
     return results.get(SYSTEM), tickets, decisions

@@ -2,8 +2,8 @@
 
 Per poll of a system (:meth:`Pipeline.poll`):
 
-1. reconcile claims left unfinished by a crash (this instance's, or other
-   instances' older than ``daemon.claim_timeout``) by re-reading those tickets;
+1. reconcile claims left unfinished by a crash (this instance's, or those of
+   instances whose lease is no longer live) by re-reading those tickets;
 2. page through ``adapter.list_new_tickets`` (the cursor is committed after
    each fully handled page; at most ``max_tickets_per_poll`` new tickets);
 3. drop tickets that already have a decision;

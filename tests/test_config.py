@@ -210,6 +210,19 @@ def test_run_once_status_and_classify_commands(tmp_path: Path, restore_logging) 
     assert rows[0]["last_success"] is not None
     result = runner.invoke(app, ["status", "--config", str(path)])
     assert result.exit_code == 0 and "sandbox" in result.output
+    assert "daemons running: 0" in result.output  # run --once released its lease
+    from connector.store.db import Store
+    from connector.store.leases import LeaseStore
+
+    store = Store(load_config(path).store_url)
+    try:
+        lease = LeaseStore(store, "router-7", ttl=60)
+        lease.acquire()
+        result = runner.invoke(app, ["status", "--config", str(path)])
+        assert "daemons running: 1" in result.output and f"router-7  pid {lease.pid} on host" in result.output
+        lease.release()
+    finally:
+        store.dispose()
     result = runner.invoke(app, ["status", "--check", "--config", str(path)])
     assert result.exit_code == 0 and "healthy" in result.output
     result = runner.invoke(app, ["status", "--check", "--max-age", "0", "--config", str(path)])
@@ -257,3 +270,13 @@ def test_retry_failed_lets_the_next_poll_route_a_ticket_again(tmp_path: Path, re
         assert result.exit_code == 0, result.output
         assert sandbox.db.get_ticket(holiday).queue == "HR"
         assert runner.invoke(app, ["retry-failed", "nosuch", "--config", str(path)]).exit_code == 2
+
+
+def test_heartbeat_must_come_within_the_lease_ttl() -> None:
+    from connector.config import parse_config
+
+    with pytest.raises(ConfigError) as info:
+        parse_config({"daemon": {"lease_ttl": 30, "heartbeat_interval": 30}})
+    assert any(p.key == "daemon" and "heartbeat_interval (30 s) must be less than lease_ttl (30 s)" in p.message
+               for p in info.value.problems), info.value.problems
+    assert parse_config({"daemon": {"lease_ttl": 30, "heartbeat_interval": 10}}).daemon.lease_ttl == 30

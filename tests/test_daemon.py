@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from routing_support import KeywordClassifier
 from tiny_model import build_tiny_model
 
@@ -24,8 +25,9 @@ from connector.config import AppConfig, parse_config
 from connector.daemon import Daemon
 from connector.model.classifier import ClassifierHolder
 from connector.sandbox import running_sandbox
-from connector.store.db import Store
+from connector.store.db import Store, as_utc, utcnow
 from connector.store.decisions import DecisionStore
+from connector.store.tables import InstanceLease
 
 TOKEN = "sandbox-test-token-1234"
 SANDBOX_QUEUES = ["Inbox", "Triage", "Hardware", "Software", "Access", "HR", "Purchase"]
@@ -349,6 +351,14 @@ def test_daemon_process_routes_then_exits_0_on_sigterm(tmp_path: Path, model_dir
         messages = [line["message"] for line in lines]
         assert sum("decision system=sandbox" in m for m in messages) == 5
         assert any(m.startswith("shutdown requested") for m in messages) and messages[-1] == "stopped"
+        store = Store(f"sqlite:///{(tmp_path / 'state' / 'connector.db').resolve()}")
+        try:
+            with store.session() as s:
+                (lease,) = s.scalars(select(InstanceLease)).all()
+            assert lease.pid == proc.pid and lease.instance_id.startswith(f"{socket.gethostname()}-{proc.pid}-")
+            assert as_utc(lease.expires_at) <= utcnow()  # released on SIGTERM, not left to expire
+        finally:
+            store.dispose()
         assert TOKEN not in output and "my printer is broken" not in output
 
 

@@ -12,7 +12,8 @@ from sqlalchemy import update
 
 from connector.store.db import Store, utcnow
 from connector.store.decisions import DecisionStore, NewDecision
-from connector.store.tables import Decision
+from connector.store.leases import LeaseStore
+from connector.store.tables import Decision, InstanceLease
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -89,6 +90,45 @@ def test_unfinished_own_and_stale_foreign_claims_are_taken_over_once(store: Stor
     assert [r.ticket_id for r in c.unfinished("rt", claim_timeout=900)] == []  # 2 is fresh, 3 is a's now
     a.mark_writing("rt", "1")
     assert a.get("rt", "1").attempts == 1
+
+
+def age_claim(store: Store, ticket_id: str, hours: float = 2) -> None:
+    with store.session() as s:
+        s.execute(update(Decision).where(Decision.ticket_id == ticket_id)
+                  .values(claimed_at=utcnow() - timedelta(hours=hours)))
+
+
+def test_a_live_instances_claims_are_never_taken_over_however_old(store: Store) -> None:
+    LeaseStore(store, "b", ttl=60).acquire()  # b is running
+    a = DecisionStore(store, "a")
+    b = DecisionStore(store, "b")
+    b.claim(new("1"))
+    b.mark_writing("rt", "1")  # b is writing ticket 1 right now
+    age_claim(store, "1")  # a slow write, or a claim older than claim_timeout
+    assert a.unfinished("rt", claim_timeout=900) == []
+    assert a.get("rt", "1").claimed_by == "b"
+    assert [r.ticket_id for r in b.unfinished("rt", claim_timeout=900)] == ["1"]  # its own, still
+
+
+def test_an_expired_owners_claims_are_taken_over_at_once(store: Store) -> None:
+    LeaseStore(store, "b", ttl=60).acquire()
+    b = DecisionStore(store, "b")
+    b.claim(new("1"))  # fresh: no age needed once b's lease is gone
+    with store.session() as s:
+        s.execute(update(InstanceLease).where(InstanceLease.instance_id == "b")
+                  .values(expires_at=utcnow() - timedelta(seconds=1)))
+    a = DecisionStore(store, "a")
+    assert [r.ticket_id for r in a.unfinished("rt", claim_timeout=900)] == ["1"]
+    assert a.get("rt", "1").claimed_by == "a"
+
+
+def test_a_cleanly_stopped_owners_claims_are_taken_over_at_once(store: Store) -> None:
+    lease = LeaseStore(store, "b", ttl=60)
+    lease.acquire()
+    DecisionStore(store, "b").claim(new("1"))  # abandoned after shutdown_timeout
+    lease.release()
+    a = DecisionStore(store, "a")
+    assert [r.ticket_id for r in a.unfinished("rt", claim_timeout=900)] == ["1"]
 
 
 def test_concurrent_claims_from_threads_have_one_winner(store: Store) -> None:

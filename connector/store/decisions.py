@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector.store.db import Store, as_utc, utcnow
+from connector.store.leases import leases_of
 from connector.store.tables import Decision, PollState
 
 CLAIMED = "claimed"
@@ -345,10 +346,17 @@ class DecisionStore:
             return result.rowcount == 1
 
     def unfinished(self, system: str, claim_timeout: float) -> list[DecisionRecord]:
-        """Claims to reconcile: this instance's own, and other instances' older than ``claim_timeout`` seconds.
+        """Claims to reconcile: this instance's own, and those of instances that are no longer running.
 
-        Other instances' stale claims are taken over (``claimed_by`` set to this
-        instance) atomically, so two daemons never reconcile the same ticket.
+        An owner is no longer running when its lease (:mod:`connector.store.leases`)
+        is not live: expired, released on a clean stop, or held by a process of
+        this host that has exited.  Claims of a live owner are never touched,
+        however old.  Owners without any lease row (claims written by versions
+        before leases, or rows pruned long after expiry) fall back to age: their
+        claims older than ``claim_timeout`` seconds count as abandoned.
+
+        Abandoned claims are taken over (``claimed_by`` set to this instance)
+        atomically, so two daemons never reconcile the same ticket.
         """
         cutoff = utcnow() - timedelta(seconds=claim_timeout)
         out: list[DecisionRecord] = []
@@ -358,10 +366,15 @@ class DecisionStore:
                 .where(Decision.system == system, Decision.status == CLAIMED)
                 .order_by(Decision.claimed_at)
             ).all()
+            leases = leases_of(session, {r.claimed_by for r in rows} - {self.instance_id})
+            now = utcnow()
+            live = {owner for owner, lease in leases.items() if lease.is_live(now)}
             candidates = [
                 (r.ticket_id, r.claimed_by, r.claimed_at)
                 for r in rows
-                if r.claimed_by == self.instance_id or as_utc(r.claimed_at) < cutoff  # type: ignore[operator]
+                if r.claimed_by == self.instance_id
+                or (r.claimed_by in leases and r.claimed_by not in live)
+                or (r.claimed_by not in leases and as_utc(r.claimed_at) < cutoff)  # type: ignore[operator]
             ]
         for ticket_id, owner, claimed_at in candidates:
             if owner != self.instance_id and not self._take_over(system, ticket_id, owner, claimed_at):

@@ -1,6 +1,6 @@
 """The database schema (SQLAlchemy 2 declarative).  Migrations live in ``connector/migrations``.
 
-Owners: decisions + poll_state (routing engine), model_versions + model_activations
+Owners: decisions + poll_state + instance_leases (routing engine), model_versions + model_activations
 (model lifecycle), training_examples + corrections (learning loop), datasets +
 training_jobs (REST API and training).
 """
@@ -66,6 +66,22 @@ class PollState(Base):
     export_cursor: Mapped[str | None] = mapped_column(Text)
     export_since: Mapped[datetime | None]
     last_export_at: Mapped[datetime | None]
+
+
+class InstanceLease(Base):
+    """A running daemon's identity, held while it runs: renewed by its heartbeat, expired when it stops or dies."""
+
+    __tablename__ = "instance_leases"
+
+    instance_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    #: boot id + PID namespace of the holder: where its pid can be checked (see connector.store.leases)
+    pid_scope: Mapped[str | None] = mapped_column(String(100))
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    #: the lease is live while this lies in the future; set to the release time on a clean stop
+    expires_at: Mapped[datetime]
 
 
 class ModelVersion(Base):
