@@ -195,6 +195,22 @@ def test_train_data_column_options_and_aliases(client: httpx.Client) -> None:
     assert response.json()["label_counts"] == {"queue": {"Acc": 3, "Hw": 3}}
 
 
+def test_train_data_label_column_feeds_the_queue_beside_priority(client: httpx.Client) -> None:
+    # the ATC guide's own format: text,label,priority (label is the queue; with or without priority)
+    rows = "".join(f"imprimante {i},Support Technique,Élevée\nfacture {i},Facturation,Faible\n" for i in range(3))
+    response = client.post("/api/v1/train-data", content="text,label,priority\n" + rows, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 201, response.text
+    assert response.json()["label_counts"] == {
+        "queue": {"Facturation": 3, "Support Technique": 3},
+        "priority": {"Faible": 3, "Élevée": 3},
+    }
+    # an explicit queue column wins over label
+    rows = "".join(f"printer {i},Hw,x,low\nvpn {i},Acc,y,high\n" for i in range(3))
+    response = client.post("/api/v1/train-data", content="text,queue,label,priority\n" + rows, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 201, response.text
+    assert response.json()["label_counts"] == {"queue": {"Acc": 3, "Hw": 3}, "priority": {"high": 3, "low": 3}}
+
+
 @pytest.mark.parametrize(
     ("content", "line", "needle"),
     [
