@@ -139,7 +139,7 @@ def test_loopback_rule() -> None:
         assert not is_loopback(host), host
         with pytest.raises(InsecureBindError, match="api.tokens"):
             check_bind_address(host, [])
-    check_bind_address("0.0.0.0", [ApiToken(name="x", token="t" * 16, scopes=["admin"])])
+    check_bind_address("0.0.0.0", [ApiToken(name="x", token="tok-0123456789abcdef", scopes=["admin"])])
 
 
 def test_token_settings(tmp_path: Any) -> None:
@@ -156,6 +156,18 @@ def test_token_settings(tmp_path: Any) -> None:
         ApiToken.model_validate({"name": "f", "token_file": str(tmp_path / "missing")})
     with pytest.raises(ValidationError):
         ApiToken.model_validate({"name": "f", "token": "x" * 20, "scopes": ["superuser"]})
+
+
+@pytest.mark.parametrize("weak", [" " * 22, "\t" * 20, "a" * 32, "0" * 16, " " + "x" * 20 + " "])
+def test_blank_or_repeated_character_tokens_are_refused(weak: str) -> None:
+    from pydantic import ValidationError
+
+    from connector.config import ConfigError, parse_config
+
+    with pytest.raises(ValidationError, match="token"):
+        ApiToken(name="weak", token=weak, scopes=["admin"])
+    with pytest.raises(ConfigError, match="token"):
+        parse_config({"api": {"tokens": [{"name": "weak", "token": weak}]}})
 
 
 def test_without_tokens_the_api_is_open_on_loopback(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:

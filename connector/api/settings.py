@@ -34,9 +34,16 @@ class ApiToken(BaseModel):
 
     @field_validator("token")
     @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 16:
+    def _strong_enough(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if len(secret) < 16:
             raise ValueError("a token must have at least 16 characters (e.g. `openssl rand -hex 32`)")
+        if not secret.strip():
+            raise ValueError("a token must not be blank (e.g. `openssl rand -hex 32`)")
+        if secret != secret.strip():
+            raise ValueError("a token must not begin or end with whitespace (HTTP drops it from the header)")
+        if len(set(secret)) == 1:
+            raise ValueError("a token must not be one repeated character (e.g. `openssl rand -hex 32`)")
         return value
 
 
