@@ -234,6 +234,22 @@ def test_train_data_invalid_names_line_and_problem(client: httpx.Client, content
     assert needle in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("ctype", "content"),
+    [
+        ("application/x-ndjson", "[" * 1500 + "]" * 1500 + "\n"),
+        ("application/x-ndjson", '{"text": ' + "[" * 1500 + "]" * 1500 + ', "queue": "Hw"}\n'),
+        ("application/json", "[" + "[" * 1500 + "]" * 1500 + "]"),
+        ("application/json", '[{"text": "printer", "queue": ' + "[" * 1500 + "]" * 1500 + "}]"),
+    ],
+)
+def test_train_data_deeply_nested_json_is_400(client: httpx.Client, ctype: str, content: str) -> None:
+    response = client.post("/api/v1/train-data", content=content, headers={"Content-Type": ctype})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_data"
+    assert "nested too deeply" in response.json()["error"]["message"]
+
+
 def test_train_data_empty_body_and_bad_multipart(client: httpx.Client) -> None:
     assert client.post("/api/v1/train-data", content=b"", headers={"Content-Type": "text/csv"}).status_code == 400
     response = client.post("/api/v1/train-data", data={"note": "x"}, files={})  # form without a file
@@ -256,6 +272,14 @@ def test_train_data_over_limit_is_413(client: httpx.Client) -> None:
     assert len(big) > 4096
     response = client.post("/api/v1/train-data", content=big, headers={"Content-Type": "text/csv"})
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize("dataset_id", [2**63, 2**31, -(2**63) - 1, 10**400])
+def test_train_dataset_id_out_of_range_is_a_client_error(client: httpx.Client, dataset_id: int) -> None:
+    response = client.post("/api/v1/train", content=f'{{"dataset_id": {dataset_id}}}', headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert "dataset_id" in response.json()["error"]["message"]
 
 
 def test_train_without_dataset_or_unknown_dataset(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from connector.api.errors import ApiError
 from connector.api.jobs import JobConflict, JobFinished, JobNotFound
 from connector.api.models import ModelOps, RegistryError
 from connector.api.schemas import (
+    MAX_ID,
     ActivateRequest,
     DatasetOut,
     ErrorOut,
@@ -250,7 +251,7 @@ def _load_job(request: Request, job_id: int) -> TrainingJob:
         return job
 
 
-JobId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
+JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 
 @router.get(

@@ -8,6 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+#: the largest row id (32-bit integer columns); larger ids are client errors, not database errors
+MAX_ID = 2**31 - 1
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -82,7 +86,9 @@ class DatasetOut(BaseModel):
 class TrainRequest(_Strict):
     """All optional: the latest dataset, the configured fields and the configured base model."""
 
-    dataset_id: int | None = Field(None, ge=1, description="Which uploaded dataset (default: the latest)")
+    dataset_id: int | None = Field(
+        None, ge=1, le=MAX_ID, description="Which uploaded dataset (default: the latest)"
+    )
     fields: list[str] | None = Field(None, min_length=1, max_length=16, description="Label fields to train")
     base_model: str | None = Field(
         None, max_length=1000, description="A base model directory on the server (default: model.base_model)"
