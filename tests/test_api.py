@@ -143,6 +143,21 @@ def test_unknown_route_and_method(client: httpx.Client) -> None:
     assert response.json()["error"]["code"] == "method_not_allowed"
 
 
+def test_every_405_names_the_allowed_methods(client: httpx.Client) -> None:
+    document = client.get("/openapi.json").json()
+    checked = 0
+    for template, operations in document["paths"].items():
+        path = re.sub(r"\{[^}]+\}", "1", template)
+        documented = {m.upper() for m in operations}
+        for method in {"GET", "POST", "PUT", "PATCH", "DELETE"} - documented:
+            response = client.request(method, path)
+            assert response.status_code == 405, (method, path, response.status_code)
+            allowed = {m.strip() for m in response.headers.get("allow", "").split(",") if m.strip()}
+            assert documented <= allowed, (method, path, response.headers.get("allow"))
+            checked += 1
+    assert checked > 30
+
+
 # --------------------------------------------------------------------------- train-data
 
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from connector.store.db import as_utc
 
 
 #: the largest row id (32-bit integer columns); larger ids are client errors, not database errors
 MAX_ID = 2**31 - 1
+
+
+#: a point in time answered with its time zone (RFC 3339 ``date-time``): the store keeps UTC, and SQLite
+#: hands it back without a zone
+UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class _Strict(BaseModel):
@@ -77,7 +84,7 @@ class DatasetOut(BaseModel):
     rows: int
     label_counts: dict[str, dict[str, int]]
     fingerprint: str | None = None
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 # --------------------------------------------------------------------------- training
@@ -114,9 +121,9 @@ class TrainingJobOut(BaseModel):
     progress: float
     metrics: dict[str, Any]
     error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
 
 
 # --------------------------------------------------------------------------- models
@@ -126,8 +133,8 @@ class ModelVersionOut(BaseModel):
     field: str
     version: str
     active: bool
-    created_at: datetime | None
-    activated_at: datetime | None
+    created_at: UtcDateTime | None
+    activated_at: UtcDateTime | None
     base_model: str | None
     metrics: dict[str, Any]
 
