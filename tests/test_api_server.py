@@ -87,6 +87,32 @@ def test_serve_command_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert f"listening on http://127.0.0.1:{port}" in output
 
 
+def test_serve_starts_on_built_in_defaults_without_a_config_file(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELPDESK_CONNECTOR_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector", "serve", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        ready = _wait_ready(f"http://127.0.0.1:{port}", proc)
+        # a fresh install: no model yet, but the API is up and says so
+        assert ready.status_code == 503, ready.text
+        assert (tmp_path / "var" / "connector.db").is_file()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0].decode("utf-8", "replace")
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "built-in defaults" in output and str(tmp_path / "var") in output, output
+    # a configuration named but missing is still an error
+    result = subprocess.run(
+        [sys.executable, "-m", "connector", "serve", "--config", str(tmp_path / "missing.yaml")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "file not found" in result.stderr
+
+
 def test_serve_refuses_public_address_without_tokens(tmp_path: Path) -> None:
     config_path = _write_config(tmp_path, {"host": "0.0.0.0", "port": _free_port()})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
