@@ -110,6 +110,7 @@ class TrainAccepted(BaseModel):
     job_id: int
     state: str
     status_url: str
+    message: str | None = Field(None, description="Why the answer came before the job ended (the wait limit passed)")
 
 
 class TrainingJobOut(BaseModel):

@@ -58,6 +58,9 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     max_ticket_chars: int = Field(100_000, ge=100)
     max_batch: int = Field(256, ge=1)
+    #: ``POST /train`` waits this long for its job (and its models in service) unless the client asks for
+    #: asynchronous behaviour (``Prefer: respond-async`` or ``?wait=false``); then answers 202 with the job
+    train_wait_s: float = Field(3600.0, ge=0)
     #: concurrent classify requests share forward passes (off: one forward pass per request)
     micro_batching: bool = True
     #: wait up to this long for more classify requests to share one forward pass
