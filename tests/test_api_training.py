@@ -226,6 +226,24 @@ def test_worker_lowers_its_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "token" not in (tmp_path / "spec.json").read_text()
 
 
+def test_parent_watch_acts_only_when_the_parent_is_gone() -> None:
+    import threading
+
+    from connector.api.train_worker import ParentWatch
+
+    cancel = threading.Event()
+    alive = ParentWatch(os.getppid(), cancel)
+    # the kernel also sends the death signal when the thread that started the worker ends: ignored while the
+    # parent process lives
+    alive._on_death_signal(0, None)
+    assert not alive.gone and not cancel.is_set()
+    gone = ParentWatch(os.getppid() + 1_000_000, cancel)
+    assert gone.gone
+    gone._on_death_signal(0, None)
+    assert cancel.is_set()
+    assert not ParentWatch(None, threading.Event()).gone
+
+
 def test_worker_respects_the_shared_training_lock(tmp_path: Path) -> None:
     import subprocess
     import sys

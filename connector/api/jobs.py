@@ -80,6 +80,8 @@ class JobSpec:
     epochs: int | None = None
     activate: str = "if_better"
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the process that started the worker (the API server or the daemon): the worker ends when it is gone
+    parent_pid: int | None = None
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,6 +243,7 @@ class TrainingJobRunner:
                 base_model=base_model,
                 epochs=epochs,
                 activate=activate,
+                parent_pid=os.getpid(),
             )
             directory = job_dir(self.config, job_id)
             spec_path = directory / "spec.json"
