@@ -5,6 +5,9 @@ is compared with :func:`hmac.compare_digest` (constant time, and all tokens are
 compared so the position of a match leaks nothing).  An ``admin`` token may
 also classify.  Without any configured token the API is open, and
 :func:`check_bind_address` makes sure it then listens on loopback only.
+
+:class:`AuthenticationMiddleware` authenticates every request under ``/api/v1`` from its headers, before any
+body is read; the :func:`require` dependency of each route then checks the token's scope.
 """
 
 from __future__ import annotations
@@ -81,6 +84,10 @@ _bearer = HTTPBearer(auto_error=False, description="A token from api.tokens in t
 ANONYMOUS = Principal("anonymous", frozenset({"classify", "admin"}))
 
 
+#: where the middleware keeps the authenticated principal in the request's state
+_PRINCIPAL = "principal"
+
+
 def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
@@ -125,9 +132,6 @@ class AuthenticationMiddleware:
                 return
             scope.setdefault("state", {})[_PRINCIPAL] = principal
         await self.app(scope, receive, send)
-
-
-_PRINCIPAL = "principal"
 
 
 def require(scope: TokenScope) -> Callable[..., Principal]:
