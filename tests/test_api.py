@@ -143,6 +143,21 @@ def test_unknown_route_and_method(client: httpx.Client) -> None:
     assert response.json()["error"]["code"] == "method_not_allowed"
 
 
+def test_every_405_names_the_allowed_methods(client: httpx.Client) -> None:
+    document = client.get("/openapi.json").json()
+    checked = 0
+    for template, operations in document["paths"].items():
+        path = re.sub(r"\{[^}]+\}", "1", template)
+        documented = {m.upper() for m in operations}
+        for method in {"GET", "POST", "PUT", "PATCH", "DELETE"} - documented:
+            response = client.request(method, path)
+            assert response.status_code == 405, (method, path, response.status_code)
+            allowed = {m.strip() for m in response.headers.get("allow", "").split(",") if m.strip()}
+            assert documented <= allowed, (method, path, response.headers.get("allow"))
+            checked += 1
+    assert checked > 30
+
+
 # --------------------------------------------------------------------------- train-data
 
 
@@ -195,6 +210,22 @@ def test_train_data_column_options_and_aliases(client: httpx.Client) -> None:
     assert response.json()["label_counts"] == {"queue": {"Acc": 3, "Hw": 3}}
 
 
+def test_train_data_label_column_feeds_the_queue_beside_priority(client: httpx.Client) -> None:
+    # the ATC guide's own format: text,label,priority (label is the queue; with or without priority)
+    rows = "".join(f"imprimante {i},Support Technique,Élevée\nfacture {i},Facturation,Faible\n" for i in range(3))
+    response = client.post("/api/v1/train-data", content="text,label,priority\n" + rows, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 201, response.text
+    assert response.json()["label_counts"] == {
+        "queue": {"Facturation": 3, "Support Technique": 3},
+        "priority": {"Faible": 3, "Élevée": 3},
+    }
+    # an explicit queue column wins over label
+    rows = "".join(f"printer {i},Hw,x,low\nvpn {i},Acc,y,high\n" for i in range(3))
+    response = client.post("/api/v1/train-data", content="text,queue,label,priority\n" + rows, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 201, response.text
+    assert response.json()["label_counts"] == {"queue": {"Acc": 3, "Hw": 3}, "priority": {"high": 3, "low": 3}}
+
+
 @pytest.mark.parametrize(
     ("content", "line", "needle"),
     [
@@ -216,6 +247,22 @@ def test_train_data_invalid_names_line_and_problem(client: httpx.Client, content
         assert error["problems"][0]["line"] == line
         assert f"line {line}" in error["message"]
     assert needle in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("ctype", "content"),
+    [
+        ("application/x-ndjson", "[" * 1500 + "]" * 1500 + "\n"),
+        ("application/x-ndjson", '{"text": ' + "[" * 1500 + "]" * 1500 + ', "queue": "Hw"}\n'),
+        ("application/json", "[" + "[" * 1500 + "]" * 1500 + "]"),
+        ("application/json", '[{"text": "printer", "queue": ' + "[" * 1500 + "]" * 1500 + "}]"),
+    ],
+)
+def test_train_data_deeply_nested_json_is_400(client: httpx.Client, ctype: str, content: str) -> None:
+    response = client.post("/api/v1/train-data", content=content, headers={"Content-Type": ctype})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_data"
+    assert "nested too deeply" in response.json()["error"]["message"]
 
 
 def test_train_data_empty_body_and_bad_multipart(client: httpx.Client) -> None:
@@ -240,6 +287,14 @@ def test_train_data_over_limit_is_413(client: httpx.Client) -> None:
     assert len(big) > 4096
     response = client.post("/api/v1/train-data", content=big, headers={"Content-Type": "text/csv"})
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize("dataset_id", [2**63, 2**31, -(2**63) - 1, 10**400])
+def test_train_dataset_id_out_of_range_is_a_client_error(client: httpx.Client, dataset_id: int) -> None:
+    response = client.post("/api/v1/train", content=f'{{"dataset_id": {dataset_id}}}', headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert "dataset_id" in response.json()["error"]["message"]
 
 
 def test_train_without_dataset_or_unknown_dataset(tmp_path: Path) -> None:

@@ -107,6 +107,41 @@ def test_unauthenticated_body_is_not_parsed_first(client: httpx.Client) -> None:
     assert response.status_code in (401, 422)
 
 
+def _raw_request(base_url: str, head: str, body_part: bytes, timeout: float = 5.0) -> bytes:
+    """Send a request head and only the start of its announced body; what the server answers meanwhile."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(head.encode("latin-1") + body_part)
+        try:
+            return sock.recv(65536)
+        except TimeoutError:
+            return b""
+
+
+@pytest.mark.parametrize("authorization", ["", "Authorization: Bearer wrong-token-0123456789\r\n"])
+@pytest.mark.parametrize("path", ["/api/v1/classify", "/api/v1/train-data"])
+def test_token_is_checked_before_the_body_is_read(client: httpx.Client, authorization: str, path: str) -> None:
+    # a 45 MB body announced, 1 KB sent: the 401 comes without waiting for (or parsing) the rest
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {45 * 1024 * 1024}\r\n{authorization}\r\n"
+    )
+    answer = _raw_request(str(client.base_url), head, b'{"ticket_data": "' + b"x" * 1024)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"www-authenticate: Bearer" in answer.lower().replace(b"bearer", b"Bearer")
+
+
+def test_scope_is_still_checked_with_a_valid_token(client: httpx.Client) -> None:
+    response = client.post("/api/v1/train", json={}, headers=auth(CLASSIFY_TOKEN))
+    assert response.status_code == 403
+    # and an unknown path under the API needs a token too (nothing about the API is revealed without one)
+    assert client.get("/api/v1/nothing").status_code == 401
+    assert client.get("/api/v1/nothing", headers=auth(CLASSIFY_TOKEN)).status_code == 404
+
+
 def test_verifier_compares_every_token_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     tokens = [
         ApiToken(name="a", token="first-token-0123456789", scopes=["classify"]),
@@ -139,7 +174,7 @@ def test_loopback_rule() -> None:
         assert not is_loopback(host), host
         with pytest.raises(InsecureBindError, match="api.tokens"):
             check_bind_address(host, [])
-    check_bind_address("0.0.0.0", [ApiToken(name="x", token="t" * 16, scopes=["admin"])])
+    check_bind_address("0.0.0.0", [ApiToken(name="x", token="tok-0123456789abcdef", scopes=["admin"])])
 
 
 def test_token_settings(tmp_path: Any) -> None:
@@ -156,6 +191,18 @@ def test_token_settings(tmp_path: Any) -> None:
         ApiToken.model_validate({"name": "f", "token_file": str(tmp_path / "missing")})
     with pytest.raises(ValidationError):
         ApiToken.model_validate({"name": "f", "token": "x" * 20, "scopes": ["superuser"]})
+
+
+@pytest.mark.parametrize("weak", [" " * 22, "\t" * 20, "a" * 32, "0" * 16, " " + "x" * 20 + " "])
+def test_blank_or_repeated_character_tokens_are_refused(weak: str) -> None:
+    from pydantic import ValidationError
+
+    from connector.config import ConfigError, parse_config
+
+    with pytest.raises(ValidationError, match="token"):
+        ApiToken(name="weak", token=weak, scopes=["admin"])
+    with pytest.raises(ConfigError, match="token"):
+        parse_config({"api": {"tokens": [{"name": "weak", "token": weak}]}})
 
 
 def test_without_tokens_the_api_is_open_on_loopback(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,4 +1,5 @@
-"""Property-based fuzzing of every operation of the OpenAPI document: no input makes the server answer 500.
+"""Property-based fuzzing of every operation of the OpenAPI document: no input makes the server answer 500,
+and every answer matches the document.
 
 Schemathesis generates requests (valid and invalid) from the served OpenAPI
 document and sends them to a live server with an admin token.  Training jobs
@@ -23,6 +24,13 @@ from connector.api.app import create_app  # noqa: E402
 from connector.store.db import Store  # noqa: E402
 
 MAX_EXAMPLES = 20
+CONFORMANCE_CHECKS = [
+    schemathesis.checks.not_a_server_error,
+    schemathesis.checks.response_schema_conformance,
+    schemathesis.checks.content_type_conformance,
+    schemathesis.checks.response_headers_conformance,
+    schemathesis.checks.allow_header_conformance,
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +77,14 @@ def test_no_input_causes_a_server_error(fuzz_server: LiveServer, mode: Any) -> N
                 failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}")
             assert response.status_code < 500
             assert "Traceback" not in response.text
+            try:
+                # the answer matches the document: body schema (e.g. date-times with a time zone), content type,
+                # documented headers, and 405s name the allowed methods
+                case.validate_response(response, checks=CONFORMANCE_CHECKS)
+            except Exception as exc:  # a FailureGroup of the failed checks
+                messages = [str(e) for e in getattr(exc, "exceptions", [exc])]
+                failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {' | '.join(messages)[:400]}")
+                raise AssertionError(failures[-1]) from None
 
         try:
             run()

@@ -51,13 +51,14 @@ def test_classic_calls_end_to_end(tmp_path: Path) -> None:
         assert upload.status_code == 201, upload.text
         dataset_id = upload.json()["id"]
 
-        # 2. train, no body: 202 with a job id at once
+        # 2. train asynchronously, no body: 202 with a job id at once
         started = time.monotonic()
-        response = client.post("/api/v1/train")
+        response = client.post("/api/v1/train", headers={"Prefer": "respond-async"})
         assert time.monotonic() - started < 5
         assert response.status_code == 202, response.text
         job_id = response.json()["job_id"]
         assert response.headers["location"] == f"/api/v1/train/{job_id}"
+        assert response.headers["preference-applied"] == "respond-async"
         # one at a time
         again = client.post("/api/v1/train")
         assert again.status_code == 409
@@ -91,6 +92,45 @@ def test_classic_calls_end_to_end(tmp_path: Path) -> None:
     store.dispose()
 
 
+def test_classic_train_waits_for_its_model_on_a_fresh_install(tmp_path: Path) -> None:
+    # the ATC guide's order: upload, train, classify at once (no polling), on an installation without any model
+    config = _config(tmp_path)
+    store = Store(config.store_url)
+    with live_api(config, store) as (client, _app):
+        assert client.post("/api/v1/classify", json={"ticket_data": "printer"}).status_code == 503
+        upload = client.post("/api/v1/train-data", content=sample_csv(), headers={"Content-Type": "text/csv"})
+        assert upload.status_code == 201, upload.text
+        response = client.post("/api/v1/train", timeout=300)
+        assert response.status_code == 200, response.text
+        job = response.json()
+        assert job["state"] == "succeeded" and job["progress"] == 1.0, job
+        assert response.headers["location"] == f"/api/v1/train/{job['job_id']}"
+        answer = client.post("/api/v1/classify", json={"ticket_data": "printer screen broken"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predicted_label"] in QUEUES
+        assert answer.json()["model_version"] == f"queue={job['metrics']['version']},priority={job['metrics']['version']}"
+    store.dispose()
+
+
+def test_train_answers_when_its_wait_limit_passes(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    config.api.train_wait_s = 1.0
+    store = Store(config.store_url)
+    install_tiny_models(config, store)
+    with live_api(config, store) as (client, _app):
+        client.post("/api/v1/train-data", content=sample_csv(), headers={"Content-Type": "text/csv"})
+        started = time.monotonic()
+        response = client.post("/api/v1/train", json={"fields": ["queue"], "epochs": 50})
+        assert time.monotonic() - started < 10
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert body["state"] in ("queued", "running")
+        assert "still running after 1 s" in body["message"] and body["status_url"] in body["message"]
+        assert response.headers["location"] == body["status_url"]
+        assert client.delete(body["status_url"]).json()["state"] == "cancelled"
+    store.dispose()
+
+
 def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -108,7 +148,7 @@ def test_cancel_then_train_again_and_worker_failure(tmp_path: Path) -> None:
     install_tiny_models(config, store)
     with live_api(config, store) as (client, _app):
         client.post("/api/v1/train-data", content=sample_csv(), headers={"Content-Type": "text/csv"})
-        job_id = client.post("/api/v1/train", json={"fields": ["queue"], "epochs": 50}).json()["job_id"]
+        job_id = client.post("/api/v1/train?wait=false", json={"fields": ["queue"], "epochs": 50}).json()["job_id"]
         response = client.delete(f"/api/v1/train/{job_id}")
         assert response.status_code == 200, response.text
         assert response.json()["state"] == "cancelled"
@@ -123,7 +163,7 @@ def test_cancel_then_train_again_and_worker_failure(tmp_path: Path) -> None:
         bogus = tmp_path / "bogus-base"
         bogus.mkdir()
         (bogus / "config.json").write_text("{}", encoding="utf-8")
-        response = client.post("/api/v1/train", json={"fields": ["queue"], "base_model": str(bogus)})
+        response = client.post("/api/v1/train?wait=false", json={"fields": ["queue"], "base_model": str(bogus)})
         assert response.status_code == 202, response.text
         job = _poll(client, response.json()["job_id"])
         assert job["state"] == "failed"
@@ -184,6 +224,24 @@ def test_worker_lowers_its_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     spec.write(tmp_path / "spec.json")
     assert JobSpec.read(tmp_path / "spec.json") == spec
     assert "token" not in (tmp_path / "spec.json").read_text()
+
+
+def test_parent_watch_acts_only_when_the_parent_is_gone() -> None:
+    import threading
+
+    from connector.api.train_worker import ParentWatch
+
+    cancel = threading.Event()
+    alive = ParentWatch(os.getppid(), cancel)
+    # the kernel also sends the death signal when the thread that started the worker ends: ignored while the
+    # parent process lives
+    alive._on_death_signal(0, None)
+    assert not alive.gone and not cancel.is_set()
+    gone = ParentWatch(os.getppid() + 1_000_000, cancel)
+    assert gone.gone
+    gone._on_death_signal(0, None)
+    assert cancel.is_set()
+    assert not ParentWatch(None, threading.Event()).gone
 
 
 def test_worker_respects_the_shared_training_lock(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from connector.api.auth import TokenVerifier
+from connector.api.auth import AuthenticationMiddleware, TokenVerifier
 from connector.api.batching import MicroBatcher
 from connector.api.errors import install_error_handlers
 from connector.api.jobs import TrainingJobRunner
@@ -130,7 +130,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    app.state.verifier = TokenVerifier(settings.tokens)
+    verifier = TokenVerifier(settings.tokens)
+    app.state.verifier = verifier
     install_error_handlers(app)
 
     from connector.api import routes_admin, routes_classify, routes_health
@@ -140,6 +141,8 @@ def create_app(
     app.include_router(routes_admin.router, prefix=API_PREFIX)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # outside the body limit: an unauthenticated request is answered before any of its body is read
+    app.add_middleware(AuthenticationMiddleware, verifier=verifier, prefixes=(API_PREFIX,))
     app.add_middleware(MetricsMiddleware, prefixes=(API_PREFIX,))
     return app
 

@@ -5,6 +5,9 @@ is compared with :func:`hmac.compare_digest` (constant time, and all tokens are
 compared so the position of a match leaks nothing).  An ``admin`` token may
 also classify.  Without any configured token the API is open, and
 :func:`check_bind_address` makes sure it then listens on loopback only.
+
+:class:`AuthenticationMiddleware` authenticates every request under ``/api/v1`` from its headers, before any
+body is read; the :func:`require` dependency of each route then checks the token's scope.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import Request, Security
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from connector.api.errors import ApiError
+from connector.api.errors import ApiError, error_body
 from connector.api.settings import ApiToken
 
 log = logging.getLogger(__name__)
 
-Scope = Literal["classify", "admin"]
+TokenScope = Literal["classify", "admin"]
 
 #: what each scope lets a token do (admin includes classify)
 _IMPLIED: dict[str, frozenset[str]] = {
@@ -78,23 +84,69 @@ _bearer = HTTPBearer(auto_error=False, description="A token from api.tokens in t
 ANONYMOUS = Principal("anonymous", frozenset({"classify", "admin"}))
 
 
-def require(scope: Scope) -> Callable[..., Principal]:
+#: where the middleware keeps the authenticated principal in the request's state
+_PRINCIPAL = "principal"
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def authenticate(verifier: TokenVerifier, authorization: str | None) -> Principal:
+    """The principal of an ``Authorization`` header value; ApiError 401 when it carries no valid bearer token."""
+    if not verifier.enabled:
+        return ANONYMOUS
+    scheme, _, presented = (authorization or "").strip().partition(" ")
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented:
+        raise _unauthorized("a bearer token is required")
+    principal = verifier.verify(presented)
+    if principal is None:
+        raise _unauthorized("the token is not valid")
+    return principal
+
+
+class AuthenticationMiddleware:
+    """Checks the bearer token of every request under ``prefixes`` before anything reads its body.
+
+    An unauthenticated request is answered 401 from its headers alone (the server discards the unread body),
+    so a large body costs an anonymous client nothing on the server.  The principal is kept in the request's
+    state; :func:`require` then checks its scope.
+    """
+
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier, prefixes: tuple[str, ...]) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.prefixes = prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and self.verifier.enabled and any(
+            path == p or path.startswith(p + "/") for p in self.prefixes
+        ):
+            try:
+                principal = authenticate(self.verifier, Headers(scope=scope).get("authorization"))
+            except ApiError as exc:
+                response = JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+                await response(scope, receive, send)
+                return
+            scope.setdefault("state", {})[_PRINCIPAL] = principal
+        await self.app(scope, receive, send)
+
+
+def require(scope: TokenScope) -> Callable[..., Principal]:
     """A FastAPI dependency: the request must carry a token with ``scope``."""
 
     async def dependency(
-        request: Request, credentials: HTTPAuthorizationCredentials | None = Security(_bearer)
+        request: Request, _credentials: HTTPAuthorizationCredentials | None = Security(_bearer)
     ) -> Principal:
         verifier: TokenVerifier = request.app.state.verifier
-        if not verifier.enabled:
-            return ANONYMOUS
-        if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-            raise ApiError(401, "unauthorized", "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        principal = verifier.verify(credentials.credentials)
-        if principal is None:
-            raise ApiError(401, "unauthorized", "the token is not valid", headers={"WWW-Authenticate": "Bearer"})
+        principal = getattr(request.state, _PRINCIPAL, None)
+        if principal is None:  # a route outside the middleware's prefixes
+            principal = authenticate(verifier, request.headers.get("authorization"))
+            setattr(request.state, _PRINCIPAL, principal)
         if scope not in principal.scopes:
             raise ApiError(403, "forbidden", f"the token lacks the {scope!r} scope")
-        request.state.principal = principal
         return principal
 
     dependency.__name__ = f"require_{scope}"

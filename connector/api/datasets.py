@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from connector.config import AppConfig
-from connector.model.data import FileFormat, LabeledData, load_labeled_bytes, load_labeled_file
+from connector.model.data import DEFAULT_LABEL_COLUMNS, FileFormat, LabeledData, load_labeled_bytes, load_labeled_file
 from connector.store.db import Store, utcnow
 from connector.store.tables import Dataset
 
@@ -52,7 +52,10 @@ def _csv_header(content: bytes) -> list[str]:
 
 
 def _with_aliases(content: bytes, spec: UploadSpec) -> UploadSpec:
-    """Fill in ``ticket_data``/``label`` columns of a CSV when nothing was named and the defaults are absent."""
+    """Fill in ``ticket_data``/``label`` columns of a CSV when nothing was named.
+
+    ``label`` feeds the queue whenever the CSV has no ``queue`` column, with or without ``priority``
+    (the ATC guide's ``text,label,priority``)."""
     if spec.format != "csv" or spec.text_column or spec.subject_column or spec.body_column or spec.label_columns:
         return spec
     header = [h.strip() for h in _csv_header(content)]
@@ -60,9 +63,10 @@ def _with_aliases(content: bytes, spec: UploadSpec) -> UploadSpec:
     if not {"text", "subject", "body"} & set(header):
         text_column = next((a for a in TEXT_ALIASES if a in header), None)
     label_columns = None
-    if not {"queue", "priority"} & set(header):
-        alias = next((a for a in QUEUE_LABEL_ALIASES if a in header), None)
-        label_columns = {"queue": alias} if alias else None
+    alias = next((a for a in QUEUE_LABEL_ALIASES if a in header), None)
+    if alias and "queue" not in header:
+        # the alias feeds the queue; the other default label columns present keep their own fields
+        label_columns = {"queue": alias, **{c: c for c in DEFAULT_LABEL_COLUMNS if c != "queue" and c in header}}
     return UploadSpec(spec.format, spec.filename, text_column, None, None, label_columns)
 
 

@@ -10,6 +10,7 @@ trace.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -67,6 +68,18 @@ def _validation_problems(exc: RequestValidationError) -> list[dict[str, Any]]:
     return problems[:20]
 
 
+def _allowed_methods(request: Request, announced: str | None) -> str:
+    """Every method served at this path: Starlette names only the first matching route's, so add the methods
+    the OpenAPI document lists for every path template that matches."""
+    methods = {m.strip().upper() for m in (announced or "").split(",") if m.strip()}
+    path = request.url.path
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in operations}
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -81,10 +94,13 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request, headers.pop("Allow", None) or headers.pop("allow", None))
+        return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

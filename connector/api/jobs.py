@@ -80,6 +80,8 @@ class JobSpec:
     epochs: int | None = None
     activate: str = "if_better"
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the process that started the worker (the API server or the daemon): the worker ends when it is gone
+    parent_pid: int | None = None
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +132,8 @@ class TrainingJobRunner:
         self._cancelled: set[int] = set()
         #: jobs of this runner not yet settled: process alive, or new models not yet swapped in
         self._unsettled: set[int] = set()
-        self._watcher: asyncio.Task[None] | None = None
+        #: per job of this runner: the task that watches its process and swaps in its models
+        self._watchers: dict[int, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ queries
 
@@ -177,8 +180,16 @@ class TrainingJobRunner:
         job_id, proc = await asyncio.to_thread(
             self._start, dataset_id, dataset_path, fields, base_model, epochs, activate, trigger
         )
-        self._watcher = asyncio.create_task(self._wait(proc, job_id), name=f"training-job-{job_id}")
+        self._watchers[job_id] = asyncio.create_task(self._wait(proc, job_id), name=f"training-job-{job_id}")
         return job_id
+
+    async def wait_settled(self, job_id: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until the job of this runner ended and its models are in service."""
+        watcher = self._watchers.get(job_id)
+        if watcher is None:
+            return not self.is_settling(job_id)
+        done, _pending = await asyncio.wait({watcher}, timeout=timeout)
+        return bool(done)
 
     def _start(
         self,
@@ -232,6 +243,7 @@ class TrainingJobRunner:
                 base_model=base_model,
                 epochs=epochs,
                 activate=activate,
+                parent_pid=os.getpid(),
             )
             directory = job_dir(self.config, job_id)
             spec_path = directory / "spec.json"
@@ -289,6 +301,7 @@ class TrainingJobRunner:
             log.exception("swapping in the models of training job %d failed", job_id)
         finally:
             self._unsettled.discard(job_id)
+            self._watchers.pop(job_id, None)
 
     def _state_of(self, job_id: int) -> str | None:
         with self.store.session() as session:
@@ -333,8 +346,9 @@ class TrainingJobRunner:
             except TimeoutError:
                 _kill(proc)
             await asyncio.to_thread(settle_job, self.store, job_id, "cancelled", error="the API shut down")
-        if self._watcher is not None and not self._watcher.done():
-            self._watcher.cancel()
+        for watcher in list(self._watchers.values()):
+            if not watcher.done():
+                watcher.cancel()
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Body, Depends, Path as PathParam, Query, Request
 from fastapi.responses import JSONResponse
@@ -16,6 +16,7 @@ from connector.api.errors import ApiError
 from connector.api.jobs import JobConflict, JobFinished, JobNotFound
 from connector.api.models import ModelOps, RegistryError
 from connector.api.schemas import (
+    MAX_ID,
     ActivateRequest,
     DatasetOut,
     ErrorOut,
@@ -28,6 +29,9 @@ from connector.api.schemas import (
 )
 from connector.model.data import DataError, FileFormat
 from connector.store.tables import TrainingJob
+
+if TYPE_CHECKING:
+    from connector.api.app import ApiContext
 
 router = APIRouter(tags=["admin"])
 
@@ -179,27 +183,69 @@ def _job_out(job: TrainingJob) -> TrainingJobOut:
     )
 
 
+def _wants_async(request: Request, wait: bool | None) -> bool:
+    """``?wait=false``, or ``Prefer: respond-async`` (RFC 7240) when ``wait`` is not given."""
+    if wait is not None:
+        return not wait
+    preferences = request.headers.get("prefer", "").split(",")
+    return any(p.split(";", 1)[0].strip().lower() == "respond-async" for p in preferences)
+
+
 @router.post(
     "/train",
-    status_code=202,
-    response_model=TrainAccepted,
+    status_code=200,
+    response_model=TrainingJobOut,
     responses={
         **_AUTH,
+        202: {"model": TrainAccepted, "description": "started, asynchronously or still running when the wait ended"},
         400: {"model": ErrorOut, "description": "no dataset, unknown field or base model"},
         404: {"model": ErrorOut, "description": "no such dataset"},
         409: {"model": ErrorOut, "description": "a training job is already running"},
     },
-    summary="Start training (answers at once; training runs in a separate process)",
+    summary="Train: waits for the job unless asked not to (Prefer: respond-async or ?wait=false)",
 )
 async def start_training(
     request: Request,
     body: Annotated[TrainRequest | None, Body()] = None,
+    wait: Annotated[
+        bool | None,
+        Query(description="false: answer 202 at once (as Prefer: respond-async); default: wait up to api.train_wait_s"),
+    ] = None,
     _who: Principal = Depends(require("admin")),
 ) -> JSONResponse:
     """The classic call has no body: train the configured fields on the latest dataset. An optional JSON body names
-    the dataset, the fields, the base model, the epochs and whether to activate the result."""
+    the dataset, the fields, the base model, the epochs and whether to activate the result.
+
+    Training runs in a separate process. By default the call waits until the job ended and its models (if
+    activated) are in service, then answers 200 with the job (``state`` succeeded, failed or cancelled), so a
+    classify right after it uses the new model; after ``api.train_wait_s`` it answers 202 with the job and its
+    status URL instead (the job goes on). ``Prefer: respond-async`` or ``?wait=false``: 202 at once."""
     ctx = request.app.state.ctx
-    body = body or TrainRequest()
+    job_id = await _start_job(ctx, body or TrainRequest())
+    url = request.url_for("get_training_job", job_id=str(job_id)).path
+    headers = {"Location": url}
+    if _wants_async(request, wait):
+        if wait is None:
+            headers["Preference-Applied"] = "respond-async"
+        answer = TrainAccepted(job_id=job_id, state="queued", status_url=url)
+        return JSONResponse(answer.model_dump(exclude_none=True), status_code=202, headers=headers)
+    limit = ctx.config.api.train_wait_s
+    settled = await ctx.jobs.wait_settled(job_id, limit)
+    job = _job_out(await asyncio.to_thread(_load_job, request, job_id))
+    if settled:
+        return JSONResponse(job.model_dump(mode="json"), status_code=200, headers=headers)
+    message = f"training job {job_id} is still running after {limit:g} s (api.train_wait_s); follow it at {url}"
+    answer = TrainAccepted(job_id=job_id, state=_settling_state(job.state), status_url=url, message=message)
+    return JSONResponse(answer.model_dump(exclude_none=True), status_code=202, headers=headers)
+
+
+def _settling_state(state: str) -> str:
+    # a job whose row already says succeeded is answered running until its models are in service
+    return "running" if state == "succeeded" else state
+
+
+async def _start_job(ctx: ApiContext, body: TrainRequest) -> int:
+    """Check the request against its dataset and start the job; its id (ApiError 400/404/409 otherwise)."""
     dataset = await asyncio.to_thread(get_dataset, ctx.store, body.dataset_id)
     if dataset is None:
         if body.dataset_id is None:
@@ -226,7 +272,7 @@ async def start_training(
     if base_model is None and ctx.config.model.base_model is not None:
         base_model = str(ctx.config.model.base_model)
     try:
-        job_id = await ctx.jobs.start(
+        return await ctx.jobs.start(
             dataset_id=dataset.id,
             dataset_path=dataset.path,
             fields=fields,
@@ -236,9 +282,6 @@ async def start_training(
         )
     except JobConflict as exc:
         raise ApiError(409, "conflict", str(exc), details={"job_id": exc.job_id}) from None
-    url = request.url_for("get_training_job", job_id=str(job_id)).path
-    answer = TrainAccepted(job_id=job_id, state="queued", status_url=url)
-    return JSONResponse(answer.model_dump(), status_code=202, headers={"Location": url})
 
 
 def _load_job(request: Request, job_id: int) -> TrainingJob:
@@ -250,7 +293,7 @@ def _load_job(request: Request, job_id: int) -> TrainingJob:
         return job
 
 
-JobId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
+JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 
 @router.get(

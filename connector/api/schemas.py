@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from connector.store.db import as_utc
+
+
+#: the largest row id (32-bit integer columns); larger ids are client errors, not database errors
+MAX_ID = 2**31 - 1
+
+
+#: a point in time answered with its time zone (RFC 3339 ``date-time``): the store keeps UTC, and SQLite
+#: hands it back without a zone
+UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class _Strict(BaseModel):
@@ -73,7 +84,7 @@ class DatasetOut(BaseModel):
     rows: int
     label_counts: dict[str, dict[str, int]]
     fingerprint: str | None = None
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 # --------------------------------------------------------------------------- training
@@ -82,7 +93,9 @@ class DatasetOut(BaseModel):
 class TrainRequest(_Strict):
     """All optional: the latest dataset, the configured fields and the configured base model."""
 
-    dataset_id: int | None = Field(None, ge=1, description="Which uploaded dataset (default: the latest)")
+    dataset_id: int | None = Field(
+        None, ge=1, le=MAX_ID, description="Which uploaded dataset (default: the latest)"
+    )
     fields: list[str] | None = Field(None, min_length=1, max_length=16, description="Label fields to train")
     base_model: str | None = Field(
         None, max_length=1000, description="A base model directory on the server (default: model.base_model)"
@@ -97,6 +110,7 @@ class TrainAccepted(BaseModel):
     job_id: int
     state: str
     status_url: str
+    message: str | None = Field(None, description="Why the answer came before the job ended (the wait limit passed)")
 
 
 class TrainingJobOut(BaseModel):
@@ -108,9 +122,9 @@ class TrainingJobOut(BaseModel):
     progress: float
     metrics: dict[str, Any]
     error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
 
 
 # --------------------------------------------------------------------------- models
@@ -120,8 +134,8 @@ class ModelVersionOut(BaseModel):
     field: str
     version: str
     active: bool
-    created_at: datetime | None
-    activated_at: datetime | None
+    created_at: UtcDateTime | None
+    activated_at: UtcDateTime | None
     base_model: str | None
     metrics: dict[str, Any]
 

@@ -34,9 +34,16 @@ class ApiToken(BaseModel):
 
     @field_validator("token")
     @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 16:
+    def _strong_enough(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if len(secret) < 16:
             raise ValueError("a token must have at least 16 characters (e.g. `openssl rand -hex 32`)")
+        if not secret.strip():
+            raise ValueError("a token must not be blank (e.g. `openssl rand -hex 32`)")
+        if secret != secret.strip():
+            raise ValueError("a token must not begin or end with whitespace (HTTP drops it from the header)")
+        if len(set(secret)) == 1:
+            raise ValueError("a token must not be one repeated character (e.g. `openssl rand -hex 32`)")
         return value
 
 
@@ -51,6 +58,9 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     max_ticket_chars: int = Field(100_000, ge=100)
     max_batch: int = Field(256, ge=1)
+    #: ``POST /train`` waits this long for its job (and its models in service) unless the client asks for
+    #: asynchronous behaviour (``Prefer: respond-async`` or ``?wait=false``); then answers 202 with the job
+    train_wait_s: float = Field(3600.0, ge=0)
     #: concurrent classify requests share forward passes (off: one forward pass per request)
     micro_batching: bool = True
     #: wait up to this long for more classify requests to share one forward pass

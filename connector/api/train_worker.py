@@ -8,6 +8,8 @@ and activates them as the request asked (``if_better``: the registry's
 promotion rule; ``always``; ``never``).  SIGTERM cancels cleanly: training
 stops, nothing is registered, the job ends ``cancelled``.  Any failure ends it
 ``failed`` with a one-line error (the full trace goes to the job's log only).
+The worker lives no longer than the process that started it (:class:`ParentWatch`): when the server dies,
+even by ``kill -9``, training stops without registering anything and the job ends ``failed``.
 """
 
 from __future__ import annotations
@@ -87,11 +89,73 @@ def _lower_priority() -> None:
         pass
 
 
+class ParentWatch:
+    """Ties the worker's life to the process that started it (the API server or the daemon).
+
+    On Linux the kernel signals the worker when that process dies (``prctl(PR_SET_PDEATHSIG)``, even after a
+    ``kill -9``); everywhere a thread also checks the parent pid every second.  Either way the training is
+    cancelled, nothing is registered or activated, and the job ends ``failed`` saying the starter is gone.
+    The death signal is SIGUSR1, not SIGTERM: the kernel also sends it when the *thread* that started the
+    worker ends while its process lives on, so the handler acts only when the parent pid really changed.
+    """
+
+    def __init__(self, parent_pid: int | None, cancel: threading.Event, interval: float = 1.0) -> None:
+        self.parent_pid = parent_pid
+        self.cancel = cancel
+        self.interval = interval
+
+    @property
+    def gone(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    def start(self) -> None:
+        if self.parent_pid is None:
+            return
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(_DEATH_SIGNAL, self._on_death_signal)
+            _set_parent_death_signal(_DEATH_SIGNAL)
+        if self.gone:  # it died before the signal was armed
+            self.cancel.set()
+            return
+        threading.Thread(target=self._watch, name="parent-watch", daemon=True).start()
+
+    def _on_death_signal(self, _signum: int, _frame: object) -> None:
+        if self.gone:
+            self.cancel.set()
+
+    def _watch(self) -> None:
+        while not self.cancel.wait(self.interval):
+            if self.gone:
+                log.warning("the process that started this training (pid %s) is gone: stopping", self.parent_pid)
+                self.cancel.set()
+                return
+
+
+def _set_parent_death_signal(signum: int) -> None:
+    """Linux: have the kernel send ``signum`` to this process when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d); the parent pid is still watched", ctypes.get_errno())
+    except (OSError, AttributeError):
+        log.warning("prctl is not available; the parent pid is still watched")
+
+
+_PR_SET_PDEATHSIG = 1
+_DEATH_SIGNAL = signal.SIGUSR1
+
+
 def run(spec: JobSpec, cancel: threading.Event | None = None) -> int:
     """Train the job of ``spec``; setting ``cancel`` stops it.  The exit code of the process."""
     from connector.model.train import TrainingCancelled, train_models
 
     cancel = cancel or threading.Event()
+    parent = ParentWatch(spec.parent_pid, cancel)
+    parent.start()
     store = Store(spec.store_url, apply_migrations=False)
     job = _Job(store, spec.job_id)
     if job.state() != "queued":
@@ -123,7 +187,7 @@ def run(spec: JobSpec, cancel: threading.Event | None = None) -> int:
             half_precision=model_settings.half_precision,
             show_progress=False,
         )
-        if cancel.is_set():
+        if cancel.is_set() or parent.gone:
             raise TrainingCancelled("cancelled")
         metrics: dict[str, Any] = result.as_dict()
         metrics["activation"] = _register(store, spec, result, training, model_settings.device)
@@ -131,6 +195,11 @@ def run(spec: JobSpec, cancel: threading.Event | None = None) -> int:
         log.info("job %d succeeded: version %s", spec.job_id, result.version)
         return 0
     except TrainingCancelled:
+        if parent.gone:
+            error = f"interrupted: the process that started it (pid {spec.parent_pid}) is gone; nothing was registered"
+            job.update(state="failed", error=error, finished_at=utcnow())
+            log.error("job %d %s", spec.job_id, error)
+            return 1
         job.update(state="cancelled", error="cancelled", finished_at=utcnow())
         log.info("job %d cancelled", spec.job_id)
         return 0

@@ -469,6 +469,10 @@ def _iter_csv(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, dict[str, s
     return header, rows()
 
 
+#: the problem of JSON nested deeper than the parser's recursion limit (no ticket is)
+_TOO_DEEP = "invalid JSON: nested too deeply"
+
+
 def _iter_jsonl(text: IO[str]) -> tuple[list[str] | None, Iterator[tuple[int, dict[str, Any]]]]:
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
         for n, line in enumerate(text, start=1):
@@ -479,6 +483,8 @@ def _iter_jsonl(text: IO[str]) -> tuple[list[str] | None, Iterator[tuple[int, di
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(DataProblem(f"invalid JSON: {exc.msg} (column {exc.colno})", line=n)) from None
+            except RecursionError:
+                raise DataError(DataProblem(_TOO_DEEP, line=n)) from None
             if not isinstance(obj, dict):
                 raise DataError(DataProblem("each line must be a JSON object", line=n))
             yield n, obj
@@ -575,6 +581,8 @@ def _iter_json_array(text: IO[str], *, chunk_size: int = 1 << 16) -> tuple[list[
                     if fill():
                         continue
                     raise DataError(DataProblem(f"invalid JSON: {exc.msg}", line=start_line)) from None
+                except RecursionError:
+                    raise DataError(DataProblem(_TOO_DEEP, line=start_line)) from None
             line += buf.count("\n", pos, end)
             pos = end
             if not isinstance(obj, dict):
