@@ -9,6 +9,15 @@ adapter relies on, as the real system behaves:
   so every body is checked;
 * a route that the web service does not map answers HTTP 500 with a plain-text
   message (a configuration error, not an outage: never retried);
+* a web service name that does not exist (names are case-sensitive) answers
+  HTTP 500 with an empty body: before the web service ever answered, that is
+  :class:`EndpointNotFoundError` naming the web service and URL; afterwards an
+  empty 500 is an outage (transient);
+* an operation that fails inside the system answers HTTP 500 with
+  ``{"faultcode": "Server", "faultstring": ".."}``: TicketUpdate's
+  ``Ticket queue could not be updated, ..`` (the agent lacks ``move_into`` on
+  the target queue; nothing was changed) and the other ``Ticket <field> could
+  not be updated`` faults are permanent for that ticket; other faults transient;
 * TicketSearch returns ids only (``{"TicketID": ["1", "2"]}``, ``{}`` when
   nothing matches), has a ``Limit`` but no offset - paging is keyset paging on
   the creation (or change) time plus the ticket id, and the ids are then read
@@ -47,6 +56,7 @@ from adapters.base import (
     Adapter,
     AdapterSettings,
     AuthenticationError,
+    EndpointNotFoundError,
     NotFoundError,
     PermanentError,
     ProtocolError,
@@ -63,6 +73,8 @@ DEFAULT_PRIORITIES: tuple[str, ...] = ("1 very low", "2 low", "3 normal", "4 hig
 OTOBO_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _MAX_SEARCH_LIMIT = 100_000
 _UNKNOWN_ROUTE_MARKERS = ("Error while determine Operation", "Could not determine Web", "Could not load web service")
+#: TicketUpdate's faults when setting a ticket field failed (TicketQueueSet, TicketPrioritySet, ..): nothing after it ran
+_FIELD_NOT_UPDATED = re.compile(r"^Ticket (\w+) could not be updated")
 _SECRET_QUERY = re.compile(r"((?:SessionID|Password|UserLogin)=)[^&\s\"']*", re.IGNORECASE)
 
 
@@ -174,24 +186,67 @@ class OtoboZnunySettings(AdapterSettings):
 # --------------------------------------------------------------------------- transport
 
 
+class FieldNotUpdatedError(PermanentError):
+    """TicketUpdate could not set one field of this ticket (HTTP 500 fault); nothing was changed."""
+
+    def __init__(self, message: str, *, field: str, system: str | None = None) -> None:
+        super().__init__(message, system=system)
+        self.field = field
+
+
 class _OtoboTransport(HttpTransport):
-    """HttpTransport that knows two OTOBO specifics.
+    """HttpTransport that knows the OTOBO specifics of HTTP 500 answers.
 
     * A 500 whose text says the route maps to no operation is a configuration
-      error: :class:`ProtocolError`, never retried.
+      error: :class:`EndpointNotFoundError`, never retried; so is an empty 500
+      before the web service ever answered (an unknown web service name).
+    * A 500 fault ``Ticket <field> could not be updated`` is
+      :class:`FieldNotUpdatedError` (permanent for that ticket).
     * Writes are retried only when the request surely was not applied (429, 503,
       connection refused), so a note is never added twice.
     """
 
+    #: whether the web service ever answered (then an empty 500 is an outage, not a wrong name)
+    answered = False
+
+    async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        response = await super()._send_once(method, url, **kwargs)
+        self.answered = True
+        return response
+
     def raise_for_response(self, response: httpx.Response) -> None:
-        if response.status_code == 500 and any(m in response.text for m in _UNKNOWN_ROUTE_MARKERS):
-            raise ProtocolError(
+        if response.status_code == 500:
+            self._raise_for_500(response)
+        super().raise_for_response(response)
+
+    def _raise_for_500(self, response: httpx.Response) -> None:
+        text = response.text.strip()
+        if any(m in text for m in _UNKNOWN_ROUTE_MARKERS):
+            raise EndpointNotFoundError(
                 f"{response.request.method} {response.request.url.copy_with(query=None)}: the web service maps no "
-                f"operation to this route/method (HTTP 500: {response.text.strip()[:160]}); check "
+                f"operation to this route/method (HTTP 500: {text[:160]}); check "
                 "connection.base_url and connection.routes against the web service's RouteOperationMapping",
                 system=self.system,
             )
-        super().raise_for_response(response)
+        if not text and not self.answered:
+            base = str(self.client.base_url).rstrip("/")
+            name = base.rsplit("/", 1)[-1]
+            raise EndpointNotFoundError(
+                f"web service {name!r} not found at {base} (HTTP 500 with an empty body; web service names are "
+                "case-sensitive: check connection.base_url against Admin -> Web Services)",
+                system=self.system,
+            )
+        try:
+            fault = json.loads(text).get("faultstring") if text.startswith("{") else None
+        except (ValueError, AttributeError):
+            fault = None
+        found = _FIELD_NOT_UPDATED.match(str(fault or ""))
+        if found:
+            raise FieldNotUpdatedError(
+                f"{response.request.method} {response.request.url.copy_with(query=None)} answered HTTP 500: {fault}",
+                field=found.group(1).lower(),
+                system=self.system,
+            )
 
 
 # --------------------------------------------------------------------------- cursors
@@ -606,6 +661,12 @@ class OtoboZnunyAdapter(Adapter):
                 f"{exc} (ticket {ticket_id}: {', '.join(hint)}; check the routing map against the system)",
                 system=self.name,
             ) from exc
+        except FieldNotUpdatedError as exc:
+            raise FieldNotUpdatedError(
+                f"{exc} (ticket {ticket_id}: nothing was changed; {_field_hint(exc.field, change)})",
+                field=exc.field,
+                system=self.name,
+            ) from exc
 
     async def list_queues(self) -> list[str]:
         """The configured ``queues``; unset, the queues that provably exist (partial).
@@ -646,6 +707,16 @@ class OtoboZnunyAdapter(Adapter):
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def _field_hint(field: str, change: TicketChange) -> str:
+    """What to grant or check when TicketUpdate could not set ``field``."""
+    if field == "queue":
+        return (
+            f"the daemon's agent needs 'move_into' (and 'ro') on the target queue {change.queue!r}: "
+            "Admin -> Agents <-> Groups, or the role of the agent"
+        )
+    return f"OTOBO could not set the ticket's {field}; its system log (Admin -> System Log) says why"
 
 
 def _query(params: Mapping[str, Any]) -> list[tuple[str, str]]:

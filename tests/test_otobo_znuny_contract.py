@@ -1067,6 +1067,30 @@ def test_check_config_online_uses_the_lists(otobo: OtoboStandin, tmp_path: Path)
     assert "AuthenticationError" in str(run(online_problems(good)))
 
 
+def test_check_config_online_names_a_missing_web_service(otobo: OtoboStandin, tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from connector.cli import app
+
+    wrong = otobo.base_url.replace("HelpdeskConnector", "HelpDeskConnector")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_dir": str(tmp_path),
+        "systems": {"otobo": {
+            "type": "otobo",
+            "connection": {"base_url": wrong, "user_login": "connector", "password": PASSWORD, "queues": ["Raw"],
+                           "retry_initial_wait": 0.01},
+            "source": {"queues": ["Raw"]},
+            "routing": {"queue": {"map": {"it": "Raw"}}},
+        }},
+    }), encoding="utf-8")
+    result = CliRunner().invoke(app, ["check-config", "--online", str(path)])
+    assert result.exit_code == 2
+    assert f"web service 'HelpDeskConnector' not found at {wrong}" in result.output
+    assert len(otobo.requests) == 1  # said at once, not after retries
+
+
 def test_resolved_tickets_with_change_time_bound_and_cursor(otobo: OtoboStandin, make_adapter: Factory) -> None:
     old = otobo.add_ticket("old", "b", state="closed successful", queue="Billing")
     otobo.advance(3600)
