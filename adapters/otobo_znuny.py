@@ -19,9 +19,17 @@ adapter relies on, as the real system behaves:
   the target queue; nothing was changed) and the other ``Ticket <field> could
   not be updated`` faults are permanent for that ticket; other faults transient;
 * TicketSearch returns ids only (``{"TicketID": ["1", "2"]}``, ``{}`` when
-  nothing matches), has a ``Limit`` but no offset - paging is keyset paging on
-  the creation (or change) time plus the ticket id, and the ids are then read
-  in batches with one TicketGet per batch (``/Ticket/2,3,4``);
+  nothing matches), has a ``Limit`` but no offset, and sorts by one column
+  (tickets of the same second come in no set order) - paging is keyset paging
+  on the creation (or change) time plus the ids seen at the boundary second,
+  and the ids are then read in batches with one TicketGet per batch
+  (``/Ticket/2,3,4``);
+* new tickets are those in a source queue and state *now*, whatever their
+  creation time: the listing hands out the tickets created since the stored
+  position (read in batches), then the ids of the older ones that sit in a
+  source queue and state (moved there, or set back to a new state, after the
+  position passed them) - bare ids, so the daemon drops those it decided
+  already without a read;
 * a GET request's JSON body is not read: parameters go in the query string;
 * ids arrive as numbers or as strings; sessions expire (``*.AuthFail``): the
   adapter logs in again once and fails with :class:`AuthenticationError` if
@@ -44,7 +52,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -314,6 +322,11 @@ def _as_int(value: Any) -> int:
 
 def _ids(values: Iterable[Any]) -> list[int]:
     return [_as_int(v) for v in values]
+
+
+def _bare(ticket_id: int) -> Ticket:
+    """A ticket known by its id only (``body`` None: the daemon reads it if it has not decided it)."""
+    return Ticket(id=str(ticket_id), subject="", body=None, queue=None, priority=None)
 
 
 class OtoboZnunyAdapter(Adapter):
@@ -602,14 +615,64 @@ class OtoboZnunyAdapter(Adapter):
                 return
 
     def list_new_tickets(self, cursor: str | None, page_size: int) -> AsyncIterator[TicketPage]:
+        return self._new_pages(_Cursor.decode(cursor), page_size)
+
+    async def _new_pages(self, start: _Cursor, page_size: int) -> AsyncIterator[TicketPage]:
+        """Tickets created since ``start`` (read, advancing the cursor), then the older candidates (ids)."""
         params: dict[str, Any] = {"SortBy": "Age", "OrderBy": "Up"}
         if self.source_queues:
             params["Queues"] = list(self.source_queues)
         if self.source_states:
             params["States"] = list(self.source_states)
-        return self._keyset_pages(
-            params, "TicketCreateTimeNewerDate", "created", _Cursor.decode(cursor), page_size, immutable_time=True
-        )
+        pages = self._keyset_pages(params, "TicketCreateTimeNewerDate", "created", start, page_size, immutable_time=True)
+        async for page in pages:
+            yield page
+        if start.time is not None:
+            async for page in self._older_candidates(params, start.time, page_size):
+                yield page
+
+    async def _older_candidates(self, base: Mapping[str, Any], position: str, page_size: int) -> AsyncIterator[TicketPage]:
+        """Ids of the tickets created before ``position``'s second that are candidates now.
+
+        They entered a source queue or state after the position passed them (or
+        were handed out and decided before: the daemon drops those unread).
+        Keyset paging on the creation time: robust while tickets leave the
+        listing; one small TicketGet per full search learns where to go on.
+        """
+        try:
+            before = datetime.strptime(position, OTOBO_TIME_FORMAT) - timedelta(seconds=1)
+        except ValueError:
+            return
+        params = dict(base, TicketCreateTimeOlderDate=before.strftime(OTOBO_TIME_FORMAT))
+        seen: set[int] = set()
+        limit = self.cfg.search_limit
+        while True:
+            ids = await self._search(dict(params, Limit=limit))
+            fresh = [i for i in ids if i not in seen]
+            seen.update(fresh)
+            for offset in range(0, len(fresh), page_size):
+                yield TicketPage([_bare(i) for i in fresh[offset : offset + page_size]])
+            if len(ids) < limit:
+                return
+            newest = await self._newest_created(ids)
+            if newest is None:
+                return
+            params["TicketCreateTimeNewerDate"] = newest  # inclusive: the second's other tickets come too
+            if fresh:
+                limit = self.cfg.search_limit
+            elif limit < _MAX_SEARCH_LIMIT:
+                limit = min(limit * 2, _MAX_SEARCH_LIMIT)  # more tickets in one second than the limit holds
+            else:
+                return
+
+    async def _newest_created(self, ids: list[int]) -> str | None:
+        """The creation time of the last of ``ids`` (sorted by age), or of the newest still readable."""
+        for chunk in (ids[-1:], ids):
+            tickets = await self._get_many(chunk, articles=False)
+            stamps = [t.extra["created"] for t in tickets if t.extra.get("created")]
+            if stamps:
+                return max(stamps)
+        return None
 
     def list_resolved_tickets(self, since: datetime | None, cursor: str | None, page_size: int) -> AsyncIterator[TicketPage]:
         position = _Cursor.decode(cursor)

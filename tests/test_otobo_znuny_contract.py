@@ -489,13 +489,68 @@ def test_cursor_survives_a_restart(otobo: OtoboStandin, make_adapter: Factory) -
     ids, final = run(second_run())
     assert sorted(ids + handed, key=int) == [str(i) for i in range(1, 11)]
 
-    async def third_run() -> list[str]:
+    async def third_run() -> list[Any]:
         adapter = make_adapter()
-        result, _ = await new_ids(adapter, final)
+        pages = await collect(adapter.list_new_tickets(final, 50))
         await adapter.aclose()
-        return result
+        return [t for p in pages for t in p.tickets]
 
-    assert run(third_run()) == []
+    # nothing new; the older tickets still in the source queue come as bare ids (the daemon decided them)
+    again = run(third_run())
+    assert all(t.body is None for t in again) and {t.id for t in again} <= set(ids + handed)
+
+
+def test_tickets_that_enter_the_source_queue_later_are_listed(otobo: OtoboStandin, make_adapter: Factory) -> None:
+    moved = otobo.add_ticket("created elsewhere", "b", queue="Junk")
+    reset = otobo.add_ticket("was open", "b", state="open")
+    otobo.advance(5)
+    first = otobo.add_ticket("new one", "b")
+
+    async def go() -> None:
+        adapter = make_adapter()
+        ids, cursor = await new_ids(adapter)
+        assert ids == [str(first)]
+        otobo.advance(5)
+        otobo.move_into_queue(moved, "Raw")  # a person (or a rule) moves it into the source queue
+        otobo.human_update(reset, state="new")  # set back to a new state
+        pages = await collect(adapter.list_new_tickets(cursor, 50))
+        listed = [t.id for p in pages for t in p.tickets]
+        # every ticket in the source queue and state, whatever its creation time, as a bare id:
+        # the daemon drops the ids it decided already without reading them, and reads the others
+        assert sorted(listed, key=int) == [str(moved), str(reset)]
+        assert all(t.body is None for p in pages for t in p.tickets)
+        assert all(p.cursor is None for p in pages)  # the creation-time position stays
+        await adapter.aclose()
+
+    run(go())
+    searches = otobo.calls("TicketSearch")
+    assert searches[-1]["data"]["TicketCreateTimeOlderDate"] < otobo.tickets[first].created
+    assert len(otobo.calls("TicketGet")) == 1  # the older tickets were not read
+
+
+def test_older_candidates_page_beyond_one_search_while_they_leave(otobo: OtoboStandin, make_adapter: Factory) -> None:
+    old = []
+    for i in range(13):
+        old.append(otobo.add_ticket(f"old{i}", "b", queue="Junk"))
+        if i % 3 == 2:
+            otobo.advance(1)
+    otobo.advance(5)
+    otobo.add_ticket("newest", "b")
+
+    async def go() -> None:
+        adapter = make_adapter(search_limit=4)
+        _, cursor = await new_ids(adapter)
+        for ticket_id in old:
+            otobo.move_into_queue(ticket_id, "Raw")
+        listed: list[int] = []
+        async for page in adapter.list_new_tickets(cursor, 3):
+            for ticket in page.tickets:
+                listed.append(int(ticket.id))
+                otobo.human_update(int(ticket.id), queue="Misc")  # routed: it leaves the listing
+        assert sorted(set(listed) - {14}) == old
+        await adapter.aclose()
+
+    run(go())
 
 
 def test_unreadable_cursor_restarts_the_listing(otobo: OtoboStandin, make_adapter: Factory) -> None:
@@ -537,7 +592,7 @@ def test_new_ticket_search_parameters(otobo: OtoboStandin, make_adapter: Factory
         await adapter.aclose()
 
     run(go())
-    first, second = otobo.calls("TicketSearch")
+    first, second, *older = otobo.calls("TicketSearch")
     data = first["data"]
     assert data["Queues"] == ["Raw", "Support::Hardware"]
     assert data["States"] == ["new", "open"]

@@ -226,6 +226,30 @@ def test_ticket_changed_by_a_person_in_between_is_left_alone(
     assert DecisionStore(store, "x").get(SYSTEM, str(touched)).status == "changed"
 
 
+def test_tickets_moved_into_the_source_queue_later_are_routed(otobo: OtoboStandin, store: Store, tmp_path: Path) -> None:
+    elsewhere = otobo.add_ticket("Laptop", "My laptop screen flickers", queue="Junk")
+    waiting = otobo.add_ticket("Holiday", "I would like to book holiday in May", state="open")
+    otobo.advance(5)
+    ids = create(otobo, 3)
+    cfg = config(otobo, tmp_path)
+
+    def people(i: int) -> None:
+        if i == 0:
+            otobo.advance(5)
+            otobo.move_into_queue(elsewhere, "Raw")  # a person moves an old ticket into the source queue
+            otobo.human_update(waiting, state="new")  # and sets another back to new
+            otobo.move_into_queue(ids[0], "Raw")  # and puts a routed one back: decided, not routed again
+
+    first, second, third = run(polls(cfg, store, 3, between=people))
+    assert first.outcomes["applied"] == 3
+    assert second.ok and second.outcomes["applied"] == 2, second.error
+    assert (otobo.tickets[elsewhere].queue, otobo.tickets[waiting].queue) == ("Support::Hardware", "Misc")
+    assert otobo.tickets[ids[0]].queue == "Raw" and len(otobo.notes(ids[0])) == 1
+    assert third.ok and third.new == 0
+    gets = otobo.calls("TicketGet")
+    assert not any(str(ids[0]) in g["path"].rsplit("/", 1)[1].split(",") for g in gets[-3:])
+
+
 def test_system_down_for_a_while_then_back(otobo: OtoboStandin, store: Store, tmp_path: Path) -> None:
     ids = create(otobo, 6)
     otobo.down = True
