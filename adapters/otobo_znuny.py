@@ -81,7 +81,7 @@ DEFAULT_PRIORITIES: tuple[str, ...] = ("1 very low", "2 low", "3 normal", "4 hig
 OTOBO_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _MAX_SEARCH_LIMIT = 100_000
 _UNKNOWN_ROUTE_MARKERS = ("Error while determine Operation", "Could not determine Web", "Could not load web service")
-#: TicketUpdate's faults when setting a ticket field failed (TicketQueueSet, TicketPrioritySet, ..): nothing after it ran
+#: TicketUpdate's fault when setting a ticket field failed (TicketQueueSet, ..): nothing after it ran
 _FIELD_NOT_UPDATED = re.compile(r"^Ticket (\w+) could not be updated")
 _SECRET_QUERY = re.compile(r"((?:SessionID|Password|UserLogin)=)[^&\s\"']*", re.IGNORECASE)
 
@@ -624,14 +624,18 @@ class OtoboZnunyAdapter(Adapter):
             params["Queues"] = list(self.source_queues)
         if self.source_states:
             params["States"] = list(self.source_states)
-        pages = self._keyset_pages(params, "TicketCreateTimeNewerDate", "created", start, page_size, immutable_time=True)
+        pages = self._keyset_pages(
+            params, "TicketCreateTimeNewerDate", "created", start, page_size, immutable_time=True
+        )
         async for page in pages:
             yield page
         if start.time is not None:
             async for page in self._older_candidates(params, start.time, page_size):
                 yield page
 
-    async def _older_candidates(self, base: Mapping[str, Any], position: str, page_size: int) -> AsyncIterator[TicketPage]:
+    async def _older_candidates(
+        self, base: Mapping[str, Any], position: str, page_size: int
+    ) -> AsyncIterator[TicketPage]:
         """Ids of the tickets created before ``position``'s second that are candidates now.
 
         They entered a source queue or state after the position passed them (or

@@ -504,7 +504,8 @@ class ZammadAdapter(Adapter):
                 # the index may be stale: the hit's current data decides
                 listed = [item for item in listed if self.is_candidate(item[0])]
             older = start.after if candidates_only else None
-            tickets = [t for t in await asyncio.gather(*(self._listed(ticket, row, older) for ticket, row, _ in listed)) if t]
+            read = await asyncio.gather(*(self._listed(ticket, row, older) for ticket, row, _ in listed))
+            tickets = [t for t in read if t]
             got = {t.id for t in tickets}
             for _, row, stamp in listed:
                 if str(row["id"]) in got:
