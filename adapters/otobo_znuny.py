@@ -250,9 +250,11 @@ class _OtoboTransport(HttpTransport):
             fault = None
         found = _FIELD_NOT_UPDATED.match(str(fault or ""))
         if found:
+            field = found.group(1).lower()
             raise FieldNotUpdatedError(
-                f"{response.request.method} {response.request.url.copy_with(query=None)} answered HTTP 500: {fault}",
-                field=found.group(1).lower(),
+                f"{response.request.method} {response.request.url.copy_with(query=None)} answered HTTP 500: {fault} "
+                f"(nothing was changed; {_field_hint(field, response.request)})",
+                field=field,
                 system=self.system,
             )
 
@@ -728,12 +730,6 @@ class OtoboZnunyAdapter(Adapter):
                 f"{exc} (ticket {ticket_id}: {', '.join(hint)}; check the routing map against the system)",
                 system=self.name,
             ) from exc
-        except FieldNotUpdatedError as exc:
-            raise FieldNotUpdatedError(
-                f"{exc} (ticket {ticket_id}: nothing was changed; {_field_hint(exc.field, change)})",
-                field=exc.field,
-                system=self.name,
-            ) from exc
 
     async def list_queues(self) -> list[str]:
         """The configured ``queues``; unset, the queues that provably exist (partial).
@@ -776,14 +772,20 @@ class OtoboZnunyAdapter(Adapter):
         await self.http.aclose()
 
 
-def _field_hint(field: str, change: TicketChange) -> str:
-    """What to grant or check when TicketUpdate could not set ``field``."""
-    if field == "queue":
-        return (
-            f"the daemon's agent needs 'move_into' (and 'ro') on the target queue {change.queue!r}: "
-            "Admin -> Agents <-> Groups, or the role of the agent"
-        )
-    return f"OTOBO could not set the ticket's {field}; its system log (Admin -> System Log) says why"
+def _field_hint(field: str, request: httpx.Request) -> str:
+    """What to grant or check when TicketUpdate could not set ``field`` (the target from the request sent)."""
+    if field != "queue":
+        return f"OTOBO could not set the ticket's {field}; its system log (Admin -> System Log) says why"
+    try:
+        sent = json.loads(request.content or b"{}")
+    except ValueError:
+        sent = {}
+    fields = sent.get("Ticket") if isinstance(sent, dict) else None
+    target = (fields.get("Queue") or fields.get("QueueID")) if isinstance(fields, dict) else None
+    return (
+        f"the daemon's agent needs 'move_into' (and 'ro') on the target queue {target!r}: "
+        "Admin -> Agents <-> Groups, or the agent's role"
+    )
 
 
 def _query(params: Mapping[str, Any]) -> list[tuple[str, str]]:
