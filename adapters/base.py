@@ -79,6 +79,14 @@ class ProtocolError(PermanentError):
     """The helpdesk answered something that is not what its API documents (HTML page, bad JSON)."""
 
 
+class EndpointNotFoundError(ProtocolError):
+    """The configured address leads to no API of the helpdesk (wrong URL, web service name or route).
+
+    Only a change of the configuration helps: the daemon stops polling a
+    system whose first poll fails with it, instead of retrying for ever.
+    """
+
+
 # --------------------------------------------------------------------------- values
 
 

@@ -696,10 +696,21 @@ class GenericRestAdapter(Adapter):
         page_size: int,
         where: str,
         start: _Position | None = None,
+        *,
+        shrinking: bool = False,
     ) -> AsyncIterator[tuple[list[Ticket], _Position | None]]:
-        """Each page's tickets with the position of the next page (None after the last)."""
+        """Each page's tickets with the position of the next page (None after the last).
+
+        ``shrinking``: the listing loses the tickets handed out (routed ones leave it)
+        while it is read.  With ``page`` or ``offset`` paging, the later tickets then
+        move forward by as many places; so after a page that brought tickets not seen
+        before, the same page is asked again, and each page yields only tickets not
+        seen before in this listing.  Nothing is skipped, whether tickets leave or not
+        (a steady listing costs one more request per page).
+        """
         paging = self.settings.paging
         position = start or _Position(page=paging.first_page)
+        seen: set[str] = set()
         for _ in range(paging.max_pages):
             params = list(filters)
             page_values = {
@@ -715,6 +726,12 @@ class GenericRestAdapter(Adapter):
             data = await self._call(spec, page_values, extra_params=params)
             tickets = [self._ticket(item, where) for item in self._items(data, spec, where)]
             following = self._next_position(position, data, tickets, page_size)
+            if shrinking:
+                fresh = [t for t in tickets if t.id not in seen]
+                seen.update(t.id for t in tickets)
+                if fresh and following is not None and paging.style in ("page", "offset"):
+                    following = position  # the same page again: handed-out tickets may have left it
+                tickets = fresh
             yield tickets, following
             if following is None:
                 return
@@ -763,7 +780,7 @@ class GenericRestAdapter(Adapter):
             "queues": ",".join(self.source_queues) or None,
             "states": ",".join(self.source_states) or None,
         }
-        async for tickets, _next in self._pages(spec, values, filters, page_size, "list_new"):
+        async for tickets, _next in self._pages(spec, values, filters, page_size, "list_new", shrinking=True):
             for t in tickets:
                 if t.updated_at is not None and (newest is None or t.updated_at > newest):
                     newest = t.updated_at

@@ -9,10 +9,27 @@ adapter relies on, as the real system behaves:
   so every body is checked;
 * a route that the web service does not map answers HTTP 500 with a plain-text
   message (a configuration error, not an outage: never retried);
+* a web service name that does not exist (names are case-sensitive) answers
+  HTTP 500 with an empty body: before the web service ever answered, that is
+  :class:`EndpointNotFoundError` naming the web service and URL; afterwards an
+  empty 500 is an outage (transient);
+* an operation that fails inside the system answers HTTP 500 with
+  ``{"faultcode": "Server", "faultstring": ".."}``: TicketUpdate's
+  ``Ticket queue could not be updated, ..`` (the agent lacks ``move_into`` on
+  the target queue; nothing was changed) and the other ``Ticket <field> could
+  not be updated`` faults are permanent for that ticket; other faults transient;
 * TicketSearch returns ids only (``{"TicketID": ["1", "2"]}``, ``{}`` when
-  nothing matches), has a ``Limit`` but no offset - paging is keyset paging on
-  the creation (or change) time plus the ticket id, and the ids are then read
-  in batches with one TicketGet per batch (``/Ticket/2,3,4``);
+  nothing matches), has a ``Limit`` but no offset, and sorts by one column
+  (tickets of the same second come in no set order) - paging is keyset paging
+  on the creation (or change) time plus the ids seen at the boundary second,
+  and the ids are then read in batches with one TicketGet per batch
+  (``/Ticket/2,3,4``);
+* new tickets are those in a source queue and state *now*, whatever their
+  creation time: the listing hands out the tickets created since the stored
+  position (read in batches), then the ids of the older ones that sit in a
+  source queue and state (moved there, or set back to a new state, after the
+  position passed them) - bare ids, so the daemon drops those it decided
+  already without a read;
 * a GET request's JSON body is not read: parameters go in the query string;
 * ids arrive as numbers or as strings; sessions expire (``*.AuthFail``): the
   adapter logs in again once and fails with :class:`AuthenticationError` if
@@ -35,7 +52,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -47,6 +64,7 @@ from adapters.base import (
     Adapter,
     AdapterSettings,
     AuthenticationError,
+    EndpointNotFoundError,
     NotFoundError,
     PermanentError,
     ProtocolError,
@@ -63,6 +81,8 @@ DEFAULT_PRIORITIES: tuple[str, ...] = ("1 very low", "2 low", "3 normal", "4 hig
 OTOBO_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _MAX_SEARCH_LIMIT = 100_000
 _UNKNOWN_ROUTE_MARKERS = ("Error while determine Operation", "Could not determine Web", "Could not load web service")
+#: TicketUpdate's fault when setting a ticket field failed (TicketQueueSet, ..): nothing after it ran
+_FIELD_NOT_UPDATED = re.compile(r"^Ticket (\w+) could not be updated")
 _SECRET_QUERY = re.compile(r"((?:SessionID|Password|UserLogin)=)[^&\s\"']*", re.IGNORECASE)
 
 
@@ -174,24 +194,69 @@ class OtoboZnunySettings(AdapterSettings):
 # --------------------------------------------------------------------------- transport
 
 
+class FieldNotUpdatedError(PermanentError):
+    """TicketUpdate could not set one field of this ticket (HTTP 500 fault); nothing was changed."""
+
+    def __init__(self, message: str, *, field: str, system: str | None = None) -> None:
+        super().__init__(message, system=system)
+        self.field = field
+
+
 class _OtoboTransport(HttpTransport):
-    """HttpTransport that knows two OTOBO specifics.
+    """HttpTransport that knows the OTOBO specifics of HTTP 500 answers.
 
     * A 500 whose text says the route maps to no operation is a configuration
-      error: :class:`ProtocolError`, never retried.
+      error: :class:`EndpointNotFoundError`, never retried; so is an empty 500
+      before the web service ever answered (an unknown web service name).
+    * A 500 fault ``Ticket <field> could not be updated`` is
+      :class:`FieldNotUpdatedError` (permanent for that ticket).
     * Writes are retried only when the request surely was not applied (429, 503,
       connection refused), so a note is never added twice.
     """
 
+    #: whether the web service ever answered (then an empty 500 is an outage, not a wrong name)
+    answered = False
+
+    async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        response = await super()._send_once(method, url, **kwargs)
+        self.answered = True
+        return response
+
     def raise_for_response(self, response: httpx.Response) -> None:
-        if response.status_code == 500 and any(m in response.text for m in _UNKNOWN_ROUTE_MARKERS):
-            raise ProtocolError(
+        if response.status_code == 500:
+            self._raise_for_500(response)
+        super().raise_for_response(response)
+
+    def _raise_for_500(self, response: httpx.Response) -> None:
+        text = response.text.strip()
+        if any(m in text for m in _UNKNOWN_ROUTE_MARKERS):
+            raise EndpointNotFoundError(
                 f"{response.request.method} {response.request.url.copy_with(query=None)}: the web service maps no "
-                f"operation to this route/method (HTTP 500: {response.text.strip()[:160]}); check "
+                f"operation to this route/method (HTTP 500: {text[:160]}); check "
                 "connection.base_url and connection.routes against the web service's RouteOperationMapping",
                 system=self.system,
             )
-        super().raise_for_response(response)
+        if not text and not self.answered:
+            base = str(self.client.base_url).rstrip("/")
+            name = base.rsplit("/", 1)[-1]
+            raise EndpointNotFoundError(
+                f"web service {name!r} not found at {base} (HTTP 500 with an empty body; web service names are "
+                "case-sensitive: check connection.base_url against Admin -> Web Services)",
+                system=self.system,
+            )
+        try:
+            fault = json.loads(text).get("faultstring") if text.startswith("{") else None
+        except (ValueError, AttributeError):
+            fault = None
+        found = _FIELD_NOT_UPDATED.match(str(fault or ""))
+        if found:
+            field = found.group(1).lower()
+            raise FieldNotUpdatedError(
+                f"{response.request.method} {response.request.url.copy_with(query=None)} answered HTTP 500: {fault} "
+                f"(nothing was changed; {_field_hint(field, response.request)})",
+                field=field,
+                system=self.system,
+            )
 
 
 # --------------------------------------------------------------------------- cursors
@@ -259,6 +324,11 @@ def _as_int(value: Any) -> int:
 
 def _ids(values: Iterable[Any]) -> list[int]:
     return [_as_int(v) for v in values]
+
+
+def _bare(ticket_id: int) -> Ticket:
+    """A ticket known by its id only (``body`` None: the daemon reads it if it has not decided it)."""
+    return Ticket(id=str(ticket_id), subject="", body=None, queue=None, priority=None)
 
 
 class OtoboZnunyAdapter(Adapter):
@@ -547,14 +617,68 @@ class OtoboZnunyAdapter(Adapter):
                 return
 
     def list_new_tickets(self, cursor: str | None, page_size: int) -> AsyncIterator[TicketPage]:
+        return self._new_pages(_Cursor.decode(cursor), page_size)
+
+    async def _new_pages(self, start: _Cursor, page_size: int) -> AsyncIterator[TicketPage]:
+        """Tickets created since ``start`` (read, advancing the cursor), then the older candidates (ids)."""
         params: dict[str, Any] = {"SortBy": "Age", "OrderBy": "Up"}
         if self.source_queues:
             params["Queues"] = list(self.source_queues)
         if self.source_states:
             params["States"] = list(self.source_states)
-        return self._keyset_pages(
-            params, "TicketCreateTimeNewerDate", "created", _Cursor.decode(cursor), page_size, immutable_time=True
+        pages = self._keyset_pages(
+            params, "TicketCreateTimeNewerDate", "created", start, page_size, immutable_time=True
         )
+        async for page in pages:
+            yield page
+        if start.time is not None:
+            async for page in self._older_candidates(params, start.time, page_size):
+                yield page
+
+    async def _older_candidates(
+        self, base: Mapping[str, Any], position: str, page_size: int
+    ) -> AsyncIterator[TicketPage]:
+        """Ids of the tickets created before ``position``'s second that are candidates now.
+
+        They entered a source queue or state after the position passed them (or
+        were handed out and decided before: the daemon drops those unread).
+        Keyset paging on the creation time: robust while tickets leave the
+        listing; one small TicketGet per full search learns where to go on.
+        """
+        try:
+            before = datetime.strptime(position, OTOBO_TIME_FORMAT) - timedelta(seconds=1)
+        except ValueError:
+            return
+        params = dict(base, TicketCreateTimeOlderDate=before.strftime(OTOBO_TIME_FORMAT))
+        seen: set[int] = set()
+        limit = self.cfg.search_limit
+        while True:
+            ids = await self._search(dict(params, Limit=limit))
+            fresh = [i for i in ids if i not in seen]
+            seen.update(fresh)
+            for offset in range(0, len(fresh), page_size):
+                yield TicketPage([_bare(i) for i in fresh[offset : offset + page_size]])
+            if len(ids) < limit:
+                return
+            newest = await self._newest_created(ids)
+            if newest is None:
+                return
+            params["TicketCreateTimeNewerDate"] = newest  # inclusive: the second's other tickets come too
+            if fresh:
+                limit = self.cfg.search_limit
+            elif limit < _MAX_SEARCH_LIMIT:
+                limit = min(limit * 2, _MAX_SEARCH_LIMIT)  # more tickets in one second than the limit holds
+            else:
+                return
+
+    async def _newest_created(self, ids: list[int]) -> str | None:
+        """The creation time of the last of ``ids`` (sorted by age), or of the newest still readable."""
+        for chunk in (ids[-1:], ids):
+            tickets = await self._get_many(chunk, articles=False)
+            stamps = [t.extra["created"] for t in tickets if t.extra.get("created")]
+            if stamps:
+                return max(stamps)
+        return None
 
     def list_resolved_tickets(self, since: datetime | None, cursor: str | None, page_size: int) -> AsyncIterator[TicketPage]:
         position = _Cursor.decode(cursor)
@@ -646,6 +770,22 @@ class OtoboZnunyAdapter(Adapter):
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def _field_hint(field: str, request: httpx.Request) -> str:
+    """What to grant or check when TicketUpdate could not set ``field`` (the target from the request sent)."""
+    if field != "queue":
+        return f"OTOBO could not set the ticket's {field}; its system log (Admin -> System Log) says why"
+    try:
+        sent = json.loads(request.content or b"{}")
+    except ValueError:
+        sent = {}
+    fields = sent.get("Ticket") if isinstance(sent, dict) else None
+    target = (fields.get("Queue") or fields.get("QueueID")) if isinstance(fields, dict) else None
+    return (
+        f"the daemon's agent needs 'move_into' (and 'ro') on the target queue {target!r}: "
+        "Admin -> Agents <-> Groups, or the agent's role"
+    )
 
 
 def _query(params: Mapping[str, Any]) -> list[tuple[str, str]]:

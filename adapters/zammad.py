@@ -10,10 +10,16 @@ What this adapter relies on, as the real system behaves (see ``docs/zammad.md``)
   query defaults to the source groups and states, e.g.
   ``state.name:"new" AND (group.name:"Incoming" OR group.name:"Sales \\"EU\\"")``
   (values quoted and escaped), or is given whole in the settings;
+* new tickets are those in a source group and state *now*, whatever their
+  creation time: the search is keyed on ``updated_at`` (moving a ticket into
+  a group, or setting it back to new, updates it).  A hit created before the
+  listing's starting position is handed out bare (no body): the daemon drops
+  the ids it decided already (a suggestion note also updates a ticket) without
+  reading them, and reads the others;
 * the search runs on Elasticsearch, which **lags** behind the database: a
   ticket created a moment ago may be missing from the hits while a newer one
-  is already there.  Paging is therefore keyset paging on ``created_at``
-  (each page is a fresh query ``created_at:["<last seen>" TO *]``, which also
+  is already there.  Paging is therefore keyset paging on that timestamp
+  (each page is a fresh query ``updated_at:["<last seen>" TO *]``, which also
   keeps the place when routed tickets drop out of the result), and the cursor
   that is kept between polls never moves past ``now - search_index_lag``
   (``now`` from the server's ``Date`` header): tickets of that window are
@@ -497,7 +503,9 @@ class ZammadAdapter(Adapter):
             if candidates_only:
                 # the index may be stale: the hit's current data decides
                 listed = [item for item in listed if self.is_candidate(item[0])]
-            tickets = [t for t in await asyncio.gather(*(self._with_body(row) for _, row, _ in listed)) if t]
+            older = start.after if candidates_only else None
+            read = await asyncio.gather(*(self._listed(ticket, row, older) for ticket, row, _ in listed))
+            tickets = [t for t in read if t]
             got = {t.id for t in tickets}
             for _, row, stamp in listed:
                 if str(row["id"]) in got:
@@ -525,6 +533,13 @@ class ZammadAdapter(Adapter):
                 # that handed out tickets the same page is asked again: routed ones leave the result
                 # and the rest of that timestamp moves up.)
                 page_no += 1
+
+    async def _listed(self, ticket: Ticket, row: Mapping[str, Any], older: datetime | None) -> Ticket | None:
+        """A hit with its body; bare (body None) when created before ``older`` (maybe decided before)."""
+        created = parse_time(row.get("created_at"))
+        if older is not None and created is not None and created < older:
+            return ticket
+        return await self._with_body(row)
 
     async def _list_pages(self, cursor: str | None, page_size: int) -> AsyncIterator[TicketPage]:
         """New tickets from ``GET /api/v1/tickets?expand=true`` (id order, offset pages), filtered here.
@@ -570,7 +585,7 @@ class ZammadAdapter(Adapter):
     def list_new_tickets(self, cursor: str | None, page_size: int) -> AsyncIterator[TicketPage]:
         if self.cfg.listing == "list":
             return self._list_pages(cursor, page_size)
-        return self._keyset_pages(self.new_query, "created_at", cursor, page_size, candidates_only=True)
+        return self._keyset_pages(self.new_query, "updated_at", cursor, page_size, candidates_only=True)
 
     def list_resolved_tickets(
         self, since: datetime | None, cursor: str | None, page_size: int

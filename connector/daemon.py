@@ -31,7 +31,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from adapters import adapter_class
-from adapters.base import Adapter
+from adapters.base import Adapter, EndpointNotFoundError
 from connector import metrics
 from connector.config import AppConfig
 from connector.model.classifier import Classifier, ClassifierHolder, ModelLoadError
@@ -238,7 +238,12 @@ class Daemon:
         finally:
             if task is not None:
                 self._running.discard(task)
-        delay = health.update(result, retrying=not force)
+        # a first poll that finds no API at the configured address: a configuration error, not an outage
+        unreachable = isinstance(result.error, EndpointNotFoundError) and not health.ever_ok
+        delay = health.update(result, retrying=not force and not unreachable)
+        if unreachable:
+            self._stop_polling(name)
+            return result
         if result.error is None and (result.new or result.reconciled):
             log.info("%s: poll done in %.1f s: %s", name, result.seconds, result.summary())
         else:
@@ -246,6 +251,13 @@ class Daemon:
         if delay is not None and not self.stop_event.is_set():
             self.scheduler.retry_in(f"poll:{name}", delay)
         return result
+
+    def _stop_polling(self, name: str) -> None:
+        """Poll ``name`` no more: its configured address leads to no API (see EndpointNotFoundError)."""
+        self.health[name].stopped = True
+        self.scheduler.remove(f"poll:{name}")
+        log.error("%s: not polled any more; fix systems.%s.connection (check-config --online tells) and restart",
+                  name, name)
 
     async def check_models(self) -> None:
         if self.reloader is not None and await asyncio.to_thread(self.reloader.check):

@@ -51,10 +51,14 @@ class SystemHealth:
         self.failures = 0
         self.last_error: str | None = None
         self.next_attempt = 0.0
+        #: a poll of this system succeeded since the daemon started
+        self.ever_ok = False
+        #: polling stopped for good (a configuration error only a restart can pick up)
+        self.stopped = False
 
     def due(self) -> bool:
-        """Whether a scheduled poll should run now (False while backing off)."""
-        return self.clock() >= self.next_attempt
+        """Whether a scheduled poll should run now (False while backing off, or once stopped)."""
+        return not self.stopped and self.clock() >= self.next_attempt
 
     def backoff(self, retry_after: float | None = None) -> float:
         delay = min(self.initial_backoff * (2 ** max(self.failures - 1, 0)), self.max_backoff)
@@ -71,6 +75,7 @@ class SystemHealth:
         if result.error is None:
             if self.failing:
                 log.info("%s: recovered after %d failed poll(s); polling again", self.system, self.failures)
+            self.ever_ok = True
             self.failing = False
             self.failures = 0
             self.last_error = None
@@ -131,6 +136,11 @@ class Scheduler:
             kwargs["next_run_time"] = datetime.now().astimezone()
         self.scheduler.add_job(func, trigger, id=id, name=name or id, replace_existing=True, **kwargs)
         return id
+
+    def remove(self, job_id: str) -> None:
+        """Stop a job for good (nothing happens when there is no such job)."""
+        if self.scheduler.get_job(job_id) is not None:
+            self.scheduler.remove_job(job_id)
 
     def retry_in(self, job_id: str, seconds: float) -> None:
         """Run the job again after ``seconds`` instead of waiting for its next interval."""

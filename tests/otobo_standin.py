@@ -17,12 +17,23 @@ meets in the real system:
   or on demand; ``UserLogin`` + ``Password`` on each call work as well;
 * TicketSearch -> ``{"TicketID": ["1", "2"]}`` (strings), ``{}`` when nothing
   matches, ``Limit`` (default 500), no offset; unknown queue names match nothing;
+* ``SortBy=Age`` orders by the creation time only, ``Changed`` by the change
+  time only (one SQL column): tickets of the same second come in no set order;
 * TicketGet -> ``{"Ticket": [{"TicketID": 2, ...}]}`` (numbers), several ids
   as ``/Ticket/2,3``, ``AllArticles``/``ArticleLimit``/``ArticleOrder``/
-  ``ArticleSenderType``; a missing or unreadable ticket -> ``TicketGet.AccessDenied``;
+  ``ArticleSenderType``; articles carry ``CommunicationChannelID`` (1 email,
+  2 phone, 3 internal, 4 chat), not the channel's name; a missing or
+  unreadable ticket -> ``TicketGet.AccessDenied``;
 * TicketUpdate (PATCH) validates everything before changing anything, unknown
   queue or priority -> ``TicketUpdate.InvalidParameter``; answers
-  ``{"TicketID": "2", "ArticleID": 4}``; ``Changed`` moves on every change.
+  ``{"TicketID": "2", "TicketNumber": "..", "ArticleID": 4}``; ``Changed``
+  moves on every change;
+* a queue change the agent may not make (no ``move_into`` on the target queue:
+  ``TicketQueueSet`` fails) answers **HTTP 500** with
+  ``{"faultcode":"Server","faultstring":"Ticket queue could not be updated, please contact system administrator!"}``
+  and changes nothing (as OTOBO 11 does);
+* a web service name that does not exist (names are case-sensitive) answers
+  **HTTP 500 with an empty body** (as OTOBO 11 does).
 
 Test controls: add tickets, change them "as a person", expire sessions, inject
 failures (429 with Retry-After, 5xx), take the system down and bring it back,
@@ -35,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import re
 import secrets
 import socket
@@ -87,6 +99,8 @@ DEFAULT_STATES = {
     "removed": "removed",
     "merged": "merged",
 }
+#: communication channel name -> CommunicationChannelID (as a fresh OTOBO installs them)
+CHANNEL_IDS = {"Email": 1, "Phone": 2, "Internal": 3, "Chat": 4}
 ALL_PERMISSIONS = frozenset({"ro", "move_into", "create", "note", "owner", "priority", "rw"})
 
 
@@ -113,6 +127,14 @@ class StandinTicket:
     created: str
     changed: str
     articles: list[Article] = field(default_factory=list)
+
+
+class _Fault(Exception):
+    """An operation that failed inside OTOBO: the REST transport answers HTTP 500 with a fault object."""
+
+    def __init__(self, faultstring: str) -> None:
+        super().__init__(faultstring)
+        self.faultstring = faultstring
 
 
 @dataclass
@@ -165,6 +187,8 @@ class OtoboStandin:
         self._ticket_ids = itertools.count(1)
         self._article_ids = itertools.count(1)
         self._clock_offset = 0.0
+        #: orders tickets that share a sort value (the database gives them in no set order)
+        self._ties = random.Random(20261128)
         self._lock = threading.RLock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -274,6 +298,11 @@ class OtoboStandin:
     def notes(self, ticket_id: int) -> list[Article]:
         return [a for a in self.tickets[ticket_id].articles if a.channel == "Internal"]
 
+    def move_into_queue(self, ticket_id: int, queue: str, *, state: str | None = None) -> None:
+        """A person (or a rule) moves a ticket into ``queue`` (and sets its state); Changed moves."""
+        changes = {"queue": queue} if state is None else {"queue": queue, "state": state}
+        self.human_update(ticket_id, **changes)
+
     def calls(self, operation: str | None = None) -> list[dict[str, Any]]:
         return [r for r in self.requests if operation is None or r["operation"] == operation]
 
@@ -306,9 +335,8 @@ class OtoboStandin:
             headers = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
             return PlainTextResponse(failure.body, status_code=failure.status, headers=headers)
         if not raw_path.startswith(self.prefix + "/") and raw_path != self.prefix:
-            return PlainTextResponse(
-                f"Could not load web service configuration for web service at {raw_path}", status_code=500
-            )
+            # OTOBO 11 answers an unknown (or wrongly cased) web service name with an empty 500
+            return Response(b"", status_code=500)
         route_path = raw_path[len(self.prefix) :] or "/"
         operation, uri_data = self._match(method, route_path)
         if operation is None:
@@ -334,7 +362,12 @@ class OtoboStandin:
         if self.before_request is not None:
             self.before_request(method, route_path, operation)
         with self._lock:
-            result = getattr(self, f"_op_{operation}")(data)
+            try:
+                result = getattr(self, f"_op_{operation}")(data)
+            except _Fault as fault:
+                entry["answer"] = {"faultcode": "Server", "faultstring": fault.faultstring}
+                return JSONResponse(entry["answer"], status_code=500)
+        entry["answer"] = result
         return JSONResponse(result, status_code=200)
 
     def _match(self, method: str, path: str) -> tuple[str | None, dict[str, str]]:
@@ -425,9 +458,11 @@ class OtoboStandin:
             matches.append(ticket)
         sort_by = _as_list(data.get("SortBy")) or ["Age"]
         order_by = _as_list(data.get("OrderBy")) or ["Down"]
-        key = {"Age": lambda t: (t.created, t.id), "Changed": lambda t: (t.changed, t.id), "TicketNumber": lambda t: (t.number,)}.get(
-            sort_by[0], lambda t: (t.created, t.id)
+        # one SQL column per sort option: ties come in no set order
+        key = {"Age": lambda t: t.created, "Changed": lambda t: t.changed, "TicketNumber": lambda t: t.number}.get(
+            sort_by[0], lambda t: t.created
         )
+        self._ties.shuffle(matches)
         matches.sort(key=key, reverse=order_by[0] == "Down")
         ids = [self._id(t.id, "strings") for t in matches[:limit]]
         return {"TicketID": ids} if ids else {}
@@ -489,7 +524,7 @@ class OtoboStandin:
                             "Subject": a.subject,
                             "Body": a.body,
                             "SenderType": a.sender_type,
-                            "CommunicationChannel": a.channel,
+                            "CommunicationChannelID": CHANNEL_IDS[a.channel],
                             "IsVisibleForCustomer": a.visible,
                             "ContentType": a.content_type,
                             "MimeType": a.content_type.split(";")[0],
@@ -547,7 +582,7 @@ class OtoboStandin:
                 if not str(article.get(needed) or "").strip():
                     return self._error("TicketUpdate.MissingParameter", f"TicketUpdate: Article->{needed} parameter is missing!")
             channel = article.get("CommunicationChannel") or "Internal"
-            if channel not in ("Internal", "Email", "Phone", "Chat"):
+            if channel not in CHANNEL_IDS:
                 return self._error(
                     "TicketUpdate.InvalidParameter",
                     "TicketUpdate: Article->CommunicationChannel or Article->CommunicationChannelID parameter is invalid or not supported!",
@@ -571,13 +606,16 @@ class OtoboStandin:
             return self._error("TicketUpdate.AccessDenied", "TicketUpdate: Does not have permissions to update queue!")
         if new_priority is not None and not self._can(user, ticket.queue, "priority"):
             return self._error("TicketUpdate.AccessDenied", "TicketUpdate: Does not have permissions to update priority!")
+        if new_queue is not None and new_queue != ticket.queue and not self._can(user, new_queue, "move_into"):
+            # TicketQueueSet refuses; the operation returns Success 0 before touching anything else
+            raise _Fault("Ticket queue could not be updated, please contact system administrator!")
         # apply
         changed = False
         for attr, value in (("queue", new_queue), ("priority", new_priority), ("state", new_state)):
             if value is not None and getattr(ticket, attr) != value:
                 setattr(ticket, attr, value)
                 changed = True
-        result: dict[str, Any] = {"TicketID": self._id(ticket.id, "strings")}
+        result: dict[str, Any] = {"TicketID": self._id(ticket.id, "strings"), "TicketNumber": ticket.number}
         if article:
             visible = article.get("IsVisibleForCustomer")
             new = Article(

@@ -54,3 +54,18 @@ def test_check_config_accepts_the_example() -> None:
     result = CliRunner().invoke(app, ["check-config", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
+
+
+def _differences(shown: object, default: object, where: str = "") -> list[str]:
+    if isinstance(shown, dict) and isinstance(default, dict) and shown:
+        return [d for key, value in shown.items() for d in _differences(value, default.get(key), f"{where}{key}.")]
+    return [] if shown == default else [f"{where.rstrip('.')}: example {shown!r}, default {default!r}"]
+
+
+def test_generic_rest_connection_shows_the_real_defaults() -> None:
+    import yaml
+
+    shown = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))["systems"]["sandbox"]["connection"]
+    defaults = GenericRestSettings.model_validate({"base_url": shown["base_url"]}).model_dump(mode="json")
+    assert _differences(shown, defaults) == []
+    assert shown["paging"]["style"] == "page"  # the default, safe while routed tickets leave the listing

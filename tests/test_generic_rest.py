@@ -154,6 +154,51 @@ def test_after_paging_is_stable_while_tickets_leave_the_listing(sandbox) -> None
     assert run(route_as_listed()) == [str(i) for i in range(1, 31)]
 
 
+@pytest.mark.parametrize("paging", [{}, {"style": "offset", "offset_param": "offset", "size_param": "limit"}],
+                         ids=["default", "offset"])
+def test_page_and_offset_paging_lose_nothing_while_routed_tickets_leave(sandbox, paging: dict[str, Any]) -> None:
+    for i in range(100):
+        sandbox.db.create_ticket(f"s{i}", "b")
+    for i in range(7):
+        sandbox.db.create_ticket(f"stays {i}", "b")  # left where they are (e.g. below the threshold)
+    adapter = make(sandbox.api, paging=paging)
+
+    async def route_as_listed() -> list[str]:
+        seen = []
+        async for page in adapter.list_new_tickets(None, 20):
+            for t in page.tickets:
+                seen.append(t.id)
+                if not t.subject.startswith("stays"):
+                    await adapter.update_ticket(t.id, TicketChange(queue="Hardware"))
+        return seen
+
+    listed = run(route_as_listed())
+    assert sorted(listed, key=int) == [str(i) for i in range(1, 108)]  # all in one poll, each once
+    assert all(sandbox.db.get_ticket(i).queue == "Hardware" for i in range(1, 101))
+
+
+def test_default_paging_reads_a_steady_listing_to_the_end(sandbox) -> None:
+    for i in range(45):
+        sandbox.db.create_ticket(f"s{i}", "b")
+    pages, _ = run(collect(make(sandbox.api).list_new_tickets(None, 20)))
+    assert [t.id for p in pages for t in p] == [str(i) for i in range(1, 46)]
+
+
+@pytest.mark.parametrize("since_param", [None, "updated_since"])
+def test_tickets_moved_into_the_source_queue_later_are_listed(sandbox, since_param: str | None) -> None:
+    moved = sandbox.db.create_ticket("elsewhere", "b", queue="Hardware").id
+    waiting = sandbox.db.create_ticket("open", "b", state="open").id
+    first = sandbox.db.create_ticket("new", "b").id
+    adapter = make(sandbox.api, list_new={"path": "/tickets", "queue_param": "queue", "state_param": "state",
+                                          "since_param": since_param})  # fmt: skip
+    pages, cursors = run(collect(adapter.list_new_tickets(None, 10)))
+    assert [t.id for p in pages for t in p] == [str(first)]
+    sandbox.db.update_ticket(moved, queue="Inbox")  # a person moves it into the source queue
+    sandbox.db.update_ticket(waiting, state="new")  # and sets another back to new
+    pages, _ = run(collect(adapter.list_new_tickets(cursors[-1], 10)))
+    assert {str(moved), str(waiting)} <= {t.id for p in pages for t in p}
+
+
 def test_since_cursor_lists_only_changes(sandbox) -> None:
     for i in range(5):
         sandbox.db.create_ticket(f"s{i}", "b")
@@ -712,5 +757,6 @@ def test_paging_placed_by_the_template_in_a_post_search() -> None:
                              "body": {"query": "queue = {queues}", "page": {"from": "{offset:int}", "size": "{size:int}"}}})  # fmt: skip
     pages, _ = run(collect(adapter.list_new_tickets(None, 3)))
     assert [t.id for p in pages for t in p] == [f"T-{i}" for i in range(1, 8)]
-    assert [b["page"] for b in bodies] == [{"from": 0, "size": 3}, {"from": 3, "size": 3}, {"from": 6, "size": 3}]
+    # each page that brought new tickets is asked again (routed tickets would have left it; here none did)
+    assert [b["page"]["from"] for b in bodies] == [0, 0, 3, 3, 6] and all(b["page"]["size"] == 3 for b in bodies)
     assert bodies[0]["query"] == "queue = Inbox"

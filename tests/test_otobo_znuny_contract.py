@@ -420,7 +420,8 @@ def test_batched_ticket_get_with_several_ids(otobo: OtoboStandin, make_adapter: 
     run(go())
     gets = otobo.calls("TicketGet")
     assert len(gets) == 3  # 4 + 4 + 2 ids
-    assert gets[0]["path"].endswith("/Ticket/1,2,3,4")
+    batches = [g["path"].rsplit("/", 1)[1].split(",") for g in gets]
+    assert sorted(int(i) for b in batches for i in b) == list(range(1, 11)) and len(batches[0]) == 4
 
 
 def test_paging_beyond_one_search_and_one_page(otobo: OtoboStandin, make_adapter: Factory) -> None:
@@ -434,8 +435,8 @@ def test_paging_beyond_one_search_and_one_page(otobo: OtoboStandin, make_adapter
     async def go() -> None:
         adapter = make_adapter(search_limit=5, get_batch_size=3)
         pages = await collect(adapter.list_new_tickets(None, 4))
-        ids = [t.id for p in pages for t in p.tickets]
-        assert ids == [str(i) for i in range(1, 24)]
+        ids = [int(t.id) for p in pages for t in p.tickets]
+        assert sorted(ids) == list(range(1, 24)) and len(ids) == 23  # one second's tickets come in any order
         assert all(len(p.tickets) <= 4 for p in pages)
         await adapter.aclose()
 
@@ -452,7 +453,7 @@ def test_many_tickets_in_the_same_second_still_progress(otobo: OtoboStandin, mak
     async def go() -> None:
         adapter = make_adapter(search_limit=5)
         ids, _ = await new_ids(adapter, page_size=3)
-        assert ids == [str(i) for i in range(1, 13)]
+        assert sorted(map(int, ids)) == list(range(1, 13)) and len(ids) == 12
         await adapter.aclose()
 
     run(go())
@@ -462,16 +463,20 @@ def test_cursor_survives_a_restart(otobo: OtoboStandin, make_adapter: Factory) -
     for i in range(9):
         otobo.add_ticket(f"t{i}", "b")
 
+    handed: list[str] = []
+
     async def first_run() -> str:
         adapter = make_adapter(search_limit=4)
         async for page in adapter.list_new_tickets(None, 3):
             cursor = page.cursor
+            handed.extend(t.id for t in page.tickets)
             break  # the daemon stops after one page (max_tickets_per_poll, or a restart)
         await adapter.aclose()
         assert cursor is not None
         return cursor
 
     stored = run(first_run())
+    assert len(handed) == 3
     otobo.advance(2)
     otobo.add_ticket("arrived later", "b")
 
@@ -482,15 +487,70 @@ def test_cursor_survives_a_restart(otobo: OtoboStandin, make_adapter: Factory) -
         return result
 
     ids, final = run(second_run())
-    assert ids == [str(i) for i in range(4, 11)]
+    assert sorted(ids + handed, key=int) == [str(i) for i in range(1, 11)]
 
-    async def third_run() -> list[str]:
+    async def third_run() -> list[Any]:
         adapter = make_adapter()
-        result, _ = await new_ids(adapter, final)
+        pages = await collect(adapter.list_new_tickets(final, 50))
         await adapter.aclose()
-        return result
+        return [t for p in pages for t in p.tickets]
 
-    assert run(third_run()) == []
+    # nothing new; the older tickets still in the source queue come as bare ids (the daemon decided them)
+    again = run(third_run())
+    assert all(t.body is None for t in again) and {t.id for t in again} <= set(ids + handed)
+
+
+def test_tickets_that_enter_the_source_queue_later_are_listed(otobo: OtoboStandin, make_adapter: Factory) -> None:
+    moved = otobo.add_ticket("created elsewhere", "b", queue="Junk")
+    reset = otobo.add_ticket("was open", "b", state="open")
+    otobo.advance(5)
+    first = otobo.add_ticket("new one", "b")
+
+    async def go() -> None:
+        adapter = make_adapter()
+        ids, cursor = await new_ids(adapter)
+        assert ids == [str(first)]
+        otobo.advance(5)
+        otobo.move_into_queue(moved, "Raw")  # a person (or a rule) moves it into the source queue
+        otobo.human_update(reset, state="new")  # set back to a new state
+        pages = await collect(adapter.list_new_tickets(cursor, 50))
+        listed = [t.id for p in pages for t in p.tickets]
+        # every ticket in the source queue and state, whatever its creation time, as a bare id:
+        # the daemon drops the ids it decided already without reading them, and reads the others
+        assert sorted(listed, key=int) == [str(moved), str(reset)]
+        assert all(t.body is None for p in pages for t in p.tickets)
+        assert all(p.cursor is None for p in pages)  # the creation-time position stays
+        await adapter.aclose()
+
+    run(go())
+    searches = otobo.calls("TicketSearch")
+    assert searches[-1]["data"]["TicketCreateTimeOlderDate"] < otobo.tickets[first].created
+    assert len(otobo.calls("TicketGet")) == 1  # the older tickets were not read
+
+
+def test_older_candidates_page_beyond_one_search_while_they_leave(otobo: OtoboStandin, make_adapter: Factory) -> None:
+    old = []
+    for i in range(13):
+        old.append(otobo.add_ticket(f"old{i}", "b", queue="Junk"))
+        if i % 3 == 2:
+            otobo.advance(1)
+    otobo.advance(5)
+    otobo.add_ticket("newest", "b")
+
+    async def go() -> None:
+        adapter = make_adapter(search_limit=4)
+        _, cursor = await new_ids(adapter)
+        for ticket_id in old:
+            otobo.move_into_queue(ticket_id, "Raw")
+        listed: list[int] = []
+        async for page in adapter.list_new_tickets(cursor, 3):
+            for ticket in page.tickets:
+                listed.append(int(ticket.id))
+                otobo.human_update(int(ticket.id), queue="Misc")  # routed: it leaves the listing
+        assert sorted(set(listed) - {14}) == old
+        await adapter.aclose()
+
+    run(go())
 
 
 def test_unreadable_cursor_restarts_the_listing(otobo: OtoboStandin, make_adapter: Factory) -> None:
@@ -532,7 +592,7 @@ def test_new_ticket_search_parameters(otobo: OtoboStandin, make_adapter: Factory
         await adapter.aclose()
 
     run(go())
-    first, second = otobo.calls("TicketSearch")
+    first, second, *older = otobo.calls("TicketSearch")
     data = first["data"]
     assert data["Queues"] == ["Raw", "Support::Hardware"]
     assert data["States"] == ["new", "open"]
@@ -623,6 +683,7 @@ def test_update_sends_queue_priority_and_internal_note(otobo: OtoboStandin, make
     assert call["body"]["Ticket"] == {"Queue": "Support::Hardware", "Priority": "4 high"}
     article = call["body"]["Article"]
     assert article["CommunicationChannel"] == "Internal"
+    assert call["answer"]["TicketNumber"] == otobo.tickets[1].number  # the answer names the ticket number too
     assert article["IsVisibleForCustomer"] == 0
     assert article["SenderType"] == "agent"
     ticket = otobo.tickets[1]
@@ -697,6 +758,40 @@ def test_missing_rights_are_authentication_errors(
 
     run(go())
     assert (otobo.tickets[1].queue, otobo.tickets[1].priority, otobo.notes(1)) == ("Raw", "3 normal", [])
+
+
+def test_missing_move_into_on_the_target_queue_fails_that_ticket_with_a_hint(
+    otobo: OtoboStandin, make_adapter: Factory
+) -> None:
+    otobo.add_ticket("a", "b")
+    otobo.permissions["connector"] = {"Raw": {"rw"}, "Billing": {"ro"}}
+
+    async def go() -> None:
+        adapter = make_adapter()
+        with pytest.raises(PermanentError) as info:
+            await adapter.update_ticket("1", TicketChange(queue="Billing", priority="4 high", note="n"))
+        assert not isinstance(info.value, (AuthenticationError, TransientError))  # this ticket only: the poll goes on
+        assert "move_into" in str(info.value) and "'Billing'" in str(info.value)
+        assert "Ticket queue could not be updated" in str(info.value)
+        await adapter.aclose()
+
+    run(go())
+    assert len(otobo.calls("TicketUpdate")) == 1  # not retried
+    assert (otobo.tickets[1].queue, otobo.tickets[1].priority, otobo.notes(1)) == ("Raw", "3 normal", [])
+
+
+def test_other_http_500_faults_stay_transient(otobo: OtoboStandin, make_adapter: Factory) -> None:
+    otobo.add_ticket("a", "b")
+
+    async def go() -> None:
+        adapter = make_adapter(retry_attempts=2)
+        await adapter.check_connection()
+        otobo.fail_next(2, status=500, body='{"faultcode":"Server","faultstring":"Internal Server Error"}')
+        with pytest.raises(TransientError):
+            await adapter.get_ticket("1")
+        await adapter.aclose()
+
+    run(go())
 
 
 def test_rw_on_the_source_queue_is_enough(otobo: OtoboStandin, make_adapter: Factory) -> None:
@@ -775,6 +870,33 @@ def test_unknown_route_is_a_permanent_protocol_error(otobo: OtoboStandin, make_a
     assert len(unknown) == 1  # not retried
 
 
+def test_standin_articles_carry_the_channel_id_only(otobo: OtoboStandin) -> None:
+    import httpx
+
+    otobo.add_ticket("a", "b")
+    answer = httpx.patch(
+        otobo.base_url + "/Ticket/1",
+        json={"UserLogin": "connector", "Password": PASSWORD, "Article": {
+            "CommunicationChannel": "Internal", "Subject": "s", "Body": "n", "ContentType": "text/plain; charset=utf8"}},
+    ).json()
+    assert set(answer) == {"TicketID", "TicketNumber", "ArticleID"}
+    got = httpx.get(otobo.base_url + "/Ticket/1", params={"UserLogin": "connector", "Password": PASSWORD, "AllArticles": 1})
+    articles = got.json()["Ticket"][0]["Article"]
+    assert [a["CommunicationChannelID"] for a in articles] == [1, 3]  # email, then the internal note
+    assert all("CommunicationChannel" not in a for a in articles)
+
+
+def test_standin_sort_by_age_leaves_ties_unordered(otobo: OtoboStandin) -> None:
+    import httpx
+
+    stamp = otobo.now()
+    for i in range(8):
+        otobo.add_ticket(f"t{i}", "b", created=stamp)
+    params = {"UserLogin": "connector", "Password": PASSWORD, "SortBy": "Age", "OrderBy": "Up"}
+    orders = {tuple(httpx.get(otobo.base_url + "/Ticket", params=params).json()["TicketID"]) for _ in range(5)}
+    assert len(orders) > 1  # one second, no second sort key: the order is not the ticket id
+
+
 def test_unknown_route_answers_http_500_text(otobo: OtoboStandin) -> None:
     import httpx
 
@@ -815,15 +937,41 @@ def test_custom_routes_from_the_settings(make_adapter: Factory) -> None:
         assert znuny.tickets[1].queue == "Misc"
 
 
-def test_wrong_web_service_name_is_permanent(otobo: OtoboStandin, make_adapter: Factory) -> None:
+def test_wrong_web_service_name_answers_an_empty_500(otobo: OtoboStandin) -> None:
+    import httpx
+
+    response = httpx.get(otobo.base_url.replace("HelpdeskConnector", "helpdeskconnector") + "/Ticket")
+    assert (response.status_code, response.content) == (500, b"")
+
+
+@pytest.mark.parametrize("auth", ["session", "per_request"])
+def test_wrong_web_service_name_is_permanent_and_named(otobo: OtoboStandin, make_adapter: Factory, auth: str) -> None:
+    wrong = otobo.base_url.replace("HelpdeskConnector", "helpdeskconnector")  # names are case-sensitive
+
     async def go() -> None:
-        adapter = make_adapter(base_url=otobo.base_url.replace("HelpdeskConnector", "Nope"))
-        with pytest.raises(ProtocolError):
+        adapter = make_adapter(base_url=wrong, auth=auth)
+        with pytest.raises(ProtocolError) as info:
             await adapter.check_connection()
+        assert f"web service 'helpdeskconnector' not found at {wrong}" in str(info.value)
         await adapter.aclose()
 
     run(go())
-    assert len(otobo.requests) == 1
+    assert len(otobo.requests) == 1  # not retried
+
+
+def test_empty_500_from_a_web_service_that_answered_before_is_transient(
+    otobo: OtoboStandin, make_adapter: Factory
+) -> None:
+    async def go() -> None:
+        adapter = make_adapter(retry_attempts=2)
+        await adapter.check_connection()
+        otobo.fail_next(2, status=500, body="")  # e.g. a crashed worker process
+        with pytest.raises(TransientError):
+            await adapter.check_connection()
+        await adapter.check_connection()  # and it recovers
+        await adapter.aclose()
+
+    run(go())
 
 
 def test_html_page_instead_of_json_is_a_protocol_error(otobo: OtoboStandin, make_adapter: Factory) -> None:
@@ -974,6 +1122,30 @@ def test_check_config_online_uses_the_lists(otobo: OtoboStandin, tmp_path: Path)
     assert "AuthenticationError" in str(run(online_problems(good)))
 
 
+def test_check_config_online_names_a_missing_web_service(otobo: OtoboStandin, tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from connector.cli import app
+
+    wrong = otobo.base_url.replace("HelpdeskConnector", "HelpDeskConnector")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_dir": str(tmp_path),
+        "systems": {"otobo": {
+            "type": "otobo",
+            "connection": {"base_url": wrong, "user_login": "connector", "password": PASSWORD, "queues": ["Raw"],
+                           "retry_initial_wait": 0.01},
+            "source": {"queues": ["Raw"]},
+            "routing": {"queue": {"map": {"it": "Raw"}}},
+        }},
+    }), encoding="utf-8")
+    result = CliRunner().invoke(app, ["check-config", "--online", str(path)])
+    assert result.exit_code == 2
+    assert f"web service 'HelpDeskConnector' not found at {wrong}" in result.output
+    assert len(otobo.requests) == 1  # said at once, not after retries
+
+
 def test_resolved_tickets_with_change_time_bound_and_cursor(otobo: OtoboStandin, make_adapter: Factory) -> None:
     old = otobo.add_ticket("old", "b", state="closed successful", queue="Billing")
     otobo.advance(3600)
@@ -987,13 +1159,13 @@ def test_resolved_tickets_with_change_time_bound_and_cursor(otobo: OtoboStandin,
         pages = await collect(adapter.list_resolved_tickets(since, None, 2))
         tickets = [t for p in pages for t in p.tickets]
         assert str(old) not in [t.id for t in tickets]
-        first = tickets[0]
+        first = next(t for t in tickets if t.id == str(done[0]))
         assert (first.queue, first.priority, first.body) == ("Support", "4 high", "text 0")
         await adapter.aclose()
         return [t.id for t in tickets], pages[-1].cursor
 
     ids, cursor = run(go())
-    assert ids == [str(i) for i in done] + ["8"]
+    assert sorted(ids, key=int) == [str(i) for i in done] + ["8"] and len(set(ids)) == len(ids)
     search = otobo.calls("TicketSearch")[0]["data"]
     assert search["StateType"] == "closed" and search["SortBy"] == "Changed"
     assert "TicketLastChangeTimeNewerDate" in search

@@ -51,7 +51,8 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def config(otobo: OtoboStandin, tmp_path: Path, *, mode: str = "apply", routing: dict[str, Any] | None = None,
-           page_size: int = 4, max_tickets_per_poll: int = 500, type_: str = "otobo", **connection: Any) -> AppConfig:
+           page_size: int = 4, max_tickets_per_poll: int = 500, type_: str = "otobo", poll_interval: float = 60.0,
+           **connection: Any) -> AppConfig:
     (tmp_path / "otobo-password").write_text(PASSWORD, encoding="utf-8")
     conn: dict[str, Any] = {
         "base_url": otobo.base_url,
@@ -71,6 +72,7 @@ def config(otobo: OtoboStandin, tmp_path: Path, *, mode: str = "apply", routing:
             "source": {"queues": ["Raw"], "states": ["new"]},
             "page_size": page_size,
             "max_tickets_per_poll": max_tickets_per_poll,
+            "poll_interval": poll_interval,
             "mode": mode,
             "routing": routing or ROUTING,
         }},
@@ -224,6 +226,30 @@ def test_ticket_changed_by_a_person_in_between_is_left_alone(
     assert DecisionStore(store, "x").get(SYSTEM, str(touched)).status == "changed"
 
 
+def test_tickets_moved_into_the_source_queue_later_are_routed(otobo: OtoboStandin, store: Store, tmp_path: Path) -> None:
+    elsewhere = otobo.add_ticket("Laptop", "My laptop screen flickers", queue="Junk")
+    waiting = otobo.add_ticket("Holiday", "I would like to book holiday in May", state="open")
+    otobo.advance(5)
+    ids = create(otobo, 3)
+    cfg = config(otobo, tmp_path)
+
+    def people(i: int) -> None:
+        if i == 0:
+            otobo.advance(5)
+            otobo.move_into_queue(elsewhere, "Raw")  # a person moves an old ticket into the source queue
+            otobo.human_update(waiting, state="new")  # and sets another back to new
+            otobo.move_into_queue(ids[0], "Raw")  # and puts a routed one back: decided, not routed again
+
+    first, second, third = run(polls(cfg, store, 3, between=people))
+    assert first.outcomes["applied"] == 3
+    assert second.ok and second.outcomes["applied"] == 2, second.error
+    assert (otobo.tickets[elsewhere].queue, otobo.tickets[waiting].queue) == ("Support::Hardware", "Misc")
+    assert otobo.tickets[ids[0]].queue == "Raw" and len(otobo.notes(ids[0])) == 1
+    assert third.ok and third.new == 0
+    gets = otobo.calls("TicketGet")
+    assert not any(str(ids[0]) in g["path"].rsplit("/", 1)[1].split(",") for g in gets[-3:])
+
+
 def test_system_down_for_a_while_then_back(otobo: OtoboStandin, store: Store, tmp_path: Path) -> None:
     ids = create(otobo, 6)
     otobo.down = True
@@ -285,6 +311,43 @@ def test_unknown_queue_in_the_mapping_fails_that_ticket_only(otobo: OtoboStandin
     record = DecisionStore(store, "x").get(SYSTEM, str(ids[1]))
     assert record.status == "failed" and "TicketUpdate.InvalidParameter" in (record.error or "")
     assert otobo.tickets[ids[1]].queue == "Raw" and otobo.notes(ids[1]) == []
+
+
+def test_missing_move_into_on_a_target_queue_fails_that_ticket_only(
+    otobo: OtoboStandin, store: Store, tmp_path: Path
+) -> None:
+    ids = create(otobo, 3)  # Laptop -> Support::Hardware, Holiday -> Misc, Invoice -> Billing
+    otobo.permissions["helpdesk-connector"] = {"Raw": {"rw"}, "Billing": {"ro"}}  # no move_into on Billing
+    (result,) = run(polls(config(otobo, tmp_path), store))
+    assert result.ok and result.outcomes["applied"] == 2 and result.outcomes["failed"] == 1, result.error
+    record = DecisionStore(store, "x").get(SYSTEM, str(ids[2]))
+    assert record.status == "failed" and "move_into" in (record.error or "") and "'Billing'" in (record.error or "")
+    assert otobo.tickets[ids[2]].queue == "Raw" and otobo.notes(ids[2]) == []
+    assert [otobo.tickets[t].queue for t in ids[:2]] == ["Support::Hardware", "Misc"]
+
+
+def test_wrong_web_service_name_stops_polling_at_start_with_a_plain_message(
+    otobo: OtoboStandin, store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    create(otobo, 2)
+    wrong = otobo.base_url.replace("HelpdeskConnector", "Helpdeskconnector")
+    cfg = config(otobo, tmp_path, poll_interval=0.2, base_url=wrong)
+    daemon = Daemon(cfg, store=store, holder=ClassifierHolder(KeywordClassifier()))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(daemon.run())
+        await asyncio.sleep(2.0)  # ten poll intervals
+        assert not task.done()  # the daemon (and its API) stay up
+        daemon.request_stop()
+        await asyncio.wait_for(task, 10)
+
+    run(scenario())
+    assert len(otobo.requests) == 1  # neither retried by the transport nor polled again
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(f"web service 'Helpdeskconnector' not found at {wrong}" in m for m in messages), messages
+    assert any("not polled any more" in m for m in messages), messages
+    health = DecisionStore(store, "x").health()[SYSTEM]
+    assert "not found" in (health.last_error or "")
 
 
 def test_missing_rights_stop_the_poll_until_granted(otobo: OtoboStandin, store: Store, tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""Property: keyset paging over TicketSearch (ids only, no offset) hands out every new ticket exactly once.
+"""Property: keyset paging over TicketSearch (ids only, no offset) hands out every new ticket, and reads each once.
 
 Whatever the creation times (many tickets in one second included), the search limit, the page and batch
-sizes, and wherever the daemon stops and resumes from its stored cursor, with tickets arriving in between.
+sizes, and wherever the daemon stops and resumes from its stored cursor, with tickets arriving in between
+and older tickets moved into the source queue in between.  The daemon is modelled as it is: it drops the
+ids it decided already (bare ids of older candidates come again each poll) and reads the others.
 The stand-in runs in-process through httpx's ASGI transport (no server thread) to keep this fast.
 """
 
@@ -37,19 +39,23 @@ def stamp(offset: int) -> str:
     get_batch_size=st.integers(1, 4),
     stop_after=st.lists(st.integers(1, 4), min_size=4, max_size=4),
     other_states=st.lists(st.booleans(), min_size=40, max_size=40),
+    moved_later=st.lists(st.booleans(), min_size=40, max_size=40),
 )
-def test_every_new_ticket_exactly_once_across_restarts(
+def test_every_candidate_handed_out_and_read_once_across_restarts(
     batches: list[list[int]],
     search_limit: int,
     page_size: int,
     get_batch_size: int,
     stop_after: list[int],
     other_states: list[bool],
+    moved_later: list[bool],
 ) -> None:
     standin = OtoboStandin(users={"u": "p"})
     standin.port = 1  # only for base_url; requests go through the ASGI transport
     expected: list[int] = []
-    handed: list[int] = []
+    handed: list[int] = []  # decided by the daemon (each once)
+    read: list[int] = []  # handed out with their text (batched TicketGet)
+    elsewhere: list[int] = []  # created in another queue, moved into the source queue at the next run
     cursor: str | None = None
     second = 0
 
@@ -69,7 +75,8 @@ def test_every_new_ticket_exactly_once_across_restarts(
         )
         seen = 0
         async for page in adapter.list_new_tickets(cursor, page_size):
-            handed.extend(int(t.id) for t in page.tickets)
+            read.extend(int(t.id) for t in page.tickets if t.body is not None)
+            handed.extend(int(t.id) for t in page.tickets if int(t.id) not in handed)
             cursor = page.cursor or cursor
             seen += 1
             if seen >= pages:  # the daemon stops here (budget, shutdown) and keeps this cursor
@@ -79,11 +86,18 @@ def test_every_new_ticket_exactly_once_across_restarts(
 
     k = 0
     for run_index, batch in enumerate(batches):
+        for ticket_id in elsewhere:  # a person moves them into the source queue
+            standin.move_into_queue(ticket_id, "Raw")
+            expected.append(ticket_id)
+        elsewhere.clear()
         for gap in batch:  # tickets arrive between runs; gap 0 = same second as the previous one
             second += gap
             ticket_id = standin.add_ticket("t", "b", created=stamp(second))
             if other_states[k % len(other_states)] and k % 5 == 4:
                 standin.tickets[ticket_id].state = "open"  # not new: never listed
+            elif moved_later[k % len(moved_later)] and k % 3 == 1:
+                standin.tickets[ticket_id].queue = "Junk"  # not in the source queue yet
+                elsewhere.append(ticket_id)
             else:
                 expected.append(ticket_id)
             k += 1
@@ -94,5 +108,9 @@ def test_every_new_ticket_exactly_once_across_restarts(
         cursor = asyncio.run(asyncio.wait_for(one_run(cursor, 10_000), 30))  # a listing that never ends fails
         if len(handed) == before:
             break
+    for ticket_id in elsewhere:  # moved in after the last arrivals
+        standin.move_into_queue(ticket_id, "Raw")
+        expected.append(ticket_id)
+    cursor = asyncio.run(asyncio.wait_for(one_run(cursor, 10_000), 30))
     assert sorted(handed) == sorted(expected)
-    assert len(handed) == len(set(handed)), "a ticket was handed out twice"
+    assert len(read) == len(set(read)), "a ticket was read twice"

@@ -213,7 +213,7 @@ def test_listing_shapes_ids_and_html_body(server: RunningStandin, standin: Zamma
     second = tickets[str(plain)]
     assert second.priority == "3 high" and not second.body_is_html and second.body == "Printer on floor 3 jams"
     search = [r for r in standin.requests if r.path == "/api/v1/tickets/search"]
-    assert search and search[0].query["expand"] == "true" and search[0].query["sort_by"] == "created_at"
+    assert search and search[0].query["expand"] == "true" and search[0].query["sort_by"] == "updated_at"
     assert search[0].query["query"] == 'state.name:"new" AND group.name:"Incoming"'
 
 
@@ -294,6 +294,27 @@ def test_tickets_are_handed_out_once_across_polls(server: RunningStandin, standi
     assert ids(third) == [str(c)]
     state = json.loads(last_cursor(third) or "{}")
     assert state["v"] == 1 and [row[0] for row in state["seen"]] == [c]  # old ids pruned: the cursor stays small
+
+
+def test_tickets_that_enter_the_source_group_later_are_listed(server: RunningStandin, standin: ZammadStandin) -> None:
+    elsewhere = standin.create_ticket("Created in Sales", "x", group="Sales")
+    waiting = standin.create_ticket("Was open", "y", state="open")
+    standin.advance(3600)
+    first = standin.create_ticket("New one", "z")
+    standin.advance(3600)
+    standin.refresh_index()
+    pages = run(collect(make(server.url)))
+    assert ids(pages) == [str(first)]
+    standin.human_update(elsewhere, group="Incoming")  # a person (or a trigger) moves it into the source group
+    standin.human_update(waiting, state="new")  # and sets another back to new
+    standin.refresh_index()
+    standin.requests.clear()
+    later = run(collect(make(server.url), last_cursor(pages)))
+    # listed whatever their creation time; as bare tickets (the daemon drops decided ids unread, reads the rest)
+    assert sorted(ids(later), key=int) == [str(elsewhere), str(waiting)]
+    assert all(t.body is None for p in later for t in p.tickets)
+    assert not any("/ticket_articles/" in r.path for r in standin.requests)
+    assert ids(run(collect(make(server.url), last_cursor(later, last_cursor(pages))))) == []
 
 
 def test_stale_index_hit_that_moved_is_not_listed(standin: ZammadStandin) -> None:
