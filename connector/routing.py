@@ -51,17 +51,23 @@ class FieldDecision:
     def writes(self) -> bool:
         return self.action in ("set", "fallback")
 
-    def describe(self) -> str:
+    def describe(self, mode: str = "apply") -> str:
+        """One line: prediction, confidence and what the mode does with it (``set``, ``suggests``, ``would set``)."""
         pred = f"{self.label} ({self.confidence:.2f})" if self.label is not None and self.confidence is not None else "-"
+        verb = _VERBS.get(mode, _VERBS["apply"])
         if self.action == "set":
-            what = f"set to {self.target!r}"
+            what = f"{verb} {self.target!r}"
         elif self.action == "fallback":
-            what = f"below threshold {self.threshold:.2f}, fallback {self.target!r}"
+            what = f"below threshold {self.threshold:.2f}, {verb} fallback {self.target!r}"
         elif self.action == "unchanged":
             what = f"already {self.target!r}"
         else:
             what = f"left unchanged ({self.reason})"
         return f"{self.field}: {pred} -> {what}"
+
+
+#: how a field line words a write per mode: apply writes, suggest only proposes, dry-run only logs
+_VERBS = {"apply": "set to", "suggest": "suggests", "dry-run": "would set"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +127,7 @@ def render_note(
     values: dict[str, Any] = {
         "mode": mode,
         "model_version": model_version,
-        "lines": "\n".join(f"- {fd.describe()}" for fd in fields.values()),
+        "lines": "\n".join(f"- {fd.describe(mode)}" for fd in fields.values()),
     }
     for name in ROUTED_FIELDS:
         fd = fields.get(name)
@@ -175,8 +181,8 @@ def decide(prediction: Prediction, system: SystemConfig, ticket: Ticket) -> Rout
         if name in system.routing.fields()
     }
     would_set = {name: fd.target for name, fd in fields.items() if fd.writes and fd.target is not None}
-    reasons = [fd.describe() for fd in fields.values()]
     mode = system.mode
+    reasons = [fd.describe(mode) for fd in fields.values()]
     if not fields:
         reasons.append("no field is routed for this system")
 
