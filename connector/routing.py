@@ -140,6 +140,16 @@ def render_note(
         return settings.template + "\n" + values["lines"]
 
 
+def note_marker(decision_id: int) -> str:
+    """The line every note carries: the decision's id, so reconciliation can find the note in the ticket's history."""
+    return f"[helpdesk-connector decision {decision_id}]"
+
+
+def with_marker(note: str, decision_id: int) -> str:
+    """``note`` as written to the ticket: the rendered text and, on its own last line, :func:`note_marker`."""
+    return f"{note.rstrip()}\n\n{note_marker(decision_id)}"
+
+
 def decide_field(name: str, prediction: Prediction, system: SystemConfig, current: str | None) -> FieldDecision:
     routing = system.routing.fields()[name]
     fp = prediction.fields.get(name)
