@@ -19,10 +19,7 @@ adapter relies on, as the real system behaves:
   the new session is refused too;
 * TicketUpdate rejects an unknown queue or priority with
   ``TicketUpdate.InvalidParameter`` before changing anything
-  (-> :class:`UnknownValueError`);
-* TicketUpdate takes the fields and the internal note (``Article``) in ONE
-  request (``note_in_update``); reconciliation looks for a note by its marker
-  in TicketGet with ``AllArticles=1``.
+  (-> :class:`UnknownValueError`).
 
 The standard connector has no operation that lists queues or priorities;
 :meth:`list_queues` / :meth:`list_priorities` therefore return the lists given
@@ -595,7 +592,7 @@ class OtoboZnunyAdapter(Adapter):
         if fields:
             body["Ticket"] = fields
         if change.note is not None:
-            body["Article"] = _internal_article(change.note, change.note_subject)
+            body["Article"] = self._internal_article(change.note, change.note_subject)
         path = self._route(self.cfg.routes.ticket_update, [_as_int(ticket_id)])
         try:
             await self._call("TicketUpdate", "PATCH", path, body=body)
@@ -621,6 +618,18 @@ class OtoboZnunyAdapter(Adapter):
                 if isinstance(article, dict) and marker in str(article.get("Body") or ""):
                     return True
         return False
+
+    @staticmethod
+    def _internal_article(note: str, subject: str) -> dict[str, Any]:
+        """A TicketUpdate ``Article``: an internal note, not visible to the customer."""
+        return {
+            "CommunicationChannel": "Internal",
+            "IsVisibleForCustomer": 0,
+            "SenderType": "agent",
+            "Subject": subject or "helpdesk-connector",
+            "Body": note,
+            "ContentType": "text/plain; charset=utf8",
+        }
 
     async def list_queues(self) -> list[str]:
         """The configured ``queues``; unset, the queues that provably exist (partial).
@@ -661,18 +670,6 @@ class OtoboZnunyAdapter(Adapter):
 
     async def aclose(self) -> None:
         await self.http.aclose()
-
-
-def _internal_article(note: str, subject: str) -> dict[str, Any]:
-    """A TicketUpdate ``Article``: an internal note, not visible to the customer."""
-    return {
-        "CommunicationChannel": "Internal",
-        "IsVisibleForCustomer": 0,
-        "SenderType": "agent",
-        "Subject": subject or "helpdesk-connector",
-        "Body": note,
-        "ContentType": "text/plain; charset=utf8",
-    }
 
 
 def _query(params: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -640,7 +640,7 @@ class Pipeline:
             # the system is down or refuses us: the poll stops; what may have reached the ticket is kept
             self._abort = self._abort or exc
             if w.started:
-                log.info("%s: ticket %s: %s during its write; completed by reconciliation at the next poll",
+                log.debug("%s: ticket %s: %s during its write; completed by reconciliation at the next poll",
                          self.name, ticket_id, describe_error(exc))
             else:
                 self._to_release.add(ticket_id)
