@@ -817,12 +817,13 @@ class GenericRestAdapter(Adapter):
             await self.add_note(ticket_id, change.note, change.note_subject)
 
     async def add_note(self, ticket_id: str, note: str, subject: str) -> None:
+        """The note alone: the ``update`` request where its body takes ``{note}`` (no fields), else ``add_note``."""
         s = self.settings
         values = {"id": ticket_id, "queue": None, "priority": None, "note": note, "subject": subject}
-        if s.add_note is not None:
-            await self._call(s.add_note, values, write=True)
-        elif self.note_in_update:
+        if self.note_in_update:
             await self._call(s.update, values, write=True)
+        elif s.add_note is not None:
+            await self._call(s.add_note, values, write=True)
         else:
             raise PermanentError(
                 f"{self.name}: no request writes notes: set connection.add_note, use {{note}} in connection.update.body, "
