@@ -177,6 +177,9 @@ class Adapter(abc.ABC):
     type_name: ClassVar[str]
     #: the pydantic model of this adapter's ``connection`` settings
     settings_model: ClassVar[type[AdapterSettings]]
+    #: whether :meth:`update_ticket` writes the fields and the note in ONE request (applied together);
+    #: false: the note is a second request (:meth:`add_note`).  An instance may set it from its settings.
+    note_in_update: bool = False
 
     def __init__(
         self,
@@ -201,7 +204,29 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     async def update_ticket(self, ticket_id: str, change: TicketChange) -> None:
-        """Set queue/priority and add an internal note; raise if the system refused any of it."""
+        """Set queue/priority and add ``change.note``; raise if the system refused any of it.
+
+        Where :attr:`note_in_update` is true the fields and the note go in one
+        request (the system applies both or neither); elsewhere the note follows
+        as a separate :meth:`add_note` request.  The pipeline passes a note here
+        only to one-request adapters.
+        """
+
+    @abc.abstractmethod
+    async def add_note(self, ticket_id: str, note: str, subject: str) -> None:
+        """Add ``note`` as an internal note (one request, sent once: a note is not idempotent).
+
+        Retrying is the caller's job, which looks for the note with
+        :meth:`find_note` before sending it again after an unclear failure.
+        """
+
+    @abc.abstractmethod
+    async def find_note(self, ticket_id: str, marker: str) -> bool:
+        """Whether the ticket's notes (history, articles) hold one containing ``marker``.
+
+        Used by reconciliation only (never on the normal path), to write a note
+        that may or may not have been sent exactly once.
+        """
 
     @abc.abstractmethod
     def list_resolved_tickets(self, since: datetime | None, cursor: str | None, page_size: int) -> AsyncIterator[TicketPage]:

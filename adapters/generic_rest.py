@@ -5,7 +5,7 @@ Everything system-specific is a setting (see ``docs/generic_rest.md``):
 * ``base_url`` and ``auth`` (none, bearer, basic, a token in a named header or
   a query parameter; secrets also as ``*_file``);
 * one request template per operation (``list_new``, ``get_ticket``,
-  ``update``, ``add_note``, ``list_resolved``, ``queues``, ``priorities``):
+  ``update``, ``add_note``, ``find_note``, ``list_resolved``, ``queues``, ``priorities``):
   method, URL path with ``{placeholders}``, query parameters and a JSON body
   template;
 * ``paging`` (page numbers, offsets, "after the last id" or server cursors);
@@ -227,6 +227,22 @@ class NoteRequest(RequestTemplate):
     body: Any = Field(default_factory=lambda: {"subject": "{subject}", "body": "{note}", "internal": True})
 
 
+class NoteListRequest(RequestTemplate):
+    """Reading a ticket's notes, so reconciliation can tell whether a note was written (by its marker)."""
+
+    path: str = "/tickets/{id}/notes"
+    #: JSON path of the list of notes in the answer (``""``: the answer is the list)
+    items: str = "items"
+    #: JSON path of the note's text in each item
+    text: str = "body"
+
+    @field_validator("items", "text")
+    @classmethod
+    def _json_path(cls, value: str) -> str:
+        parse_path(value)
+        return value
+
+
 class ValueList(_Section):
     """Where the system's queue (or priority) names come from: a request, or a static list."""
 
@@ -344,6 +360,9 @@ class GenericRestSettings(AdapterSettings):
     update: UpdateRequest = Field(default_factory=UpdateRequest)
     #: ``null``: notes go only where the update body uses ``{note}``
     add_note: NoteRequest | None = Field(default_factory=NoteRequest)
+    #: reading a ticket's notes (reconciliation after a crash looks for the note's marker);
+    #: ``null``: not possible, an interrupted note is then recorded as unverified and not repeated
+    find_note: NoteListRequest | None = Field(default_factory=NoteListRequest)
     #: ``null``: the system cannot list resolved tickets (no learning loop)
     list_resolved: ListRequest | None = Field(
         default_factory=lambda: ListRequest(path="/tickets/resolved", since_param="resolved_since")
@@ -582,8 +601,7 @@ class GenericRestAdapter(Adapter):
         }
         self._p_extra = {name: parse_path(path) for name, path in f.extra.items()}
         self._p_error = parse_path(s.error_path) if s.error_path is not None else None
-        self._note_in_update = uses_placeholder(s.update.body, "note")
-        self._warned_no_note = False
+        self.note_in_update = uses_placeholder(s.update.body, "note")
 
     # ------------------------------------------------------------------ helpers
 
@@ -799,7 +817,7 @@ class GenericRestAdapter(Adapter):
         return self._ticket(item, f"get_ticket {ticket_id}")
 
     async def update_ticket(self, ticket_id: str, change: TicketChange) -> None:
-        s = self.settings
+        """The ``update`` request (with the note where its body uses ``{note}``), else the note by :meth:`add_note`."""
         values = {
             "id": ticket_id,
             "queue": change.queue,
@@ -807,18 +825,42 @@ class GenericRestAdapter(Adapter):
             "note": change.note,
             "subject": change.note_subject if change.note is not None else None,
         }
-        if change.queue is not None or change.priority is not None or (change.note and self._note_in_update):
+        if change.queue is not None or change.priority is not None or (change.note and self.note_in_update):
             try:
-                await self._call(s.update, values, write=True)
+                await self._call(self.settings.update, values, write=True)
             except PermanentError as exc:
                 raise self._classify_write_error(exc, change) from exc
-        if change.note is not None and not self._note_in_update:
-            if s.add_note is None:
-                if not self._warned_no_note:
-                    log.warning("%s: a note was to be written but neither add_note nor update.body uses {note}", self.name)
-                    self._warned_no_note = True
-                return
+        if change.note is not None and not self.note_in_update:
+            await self.add_note(ticket_id, change.note, change.note_subject)
+
+    async def add_note(self, ticket_id: str, note: str, subject: str) -> None:
+        """The note alone: the ``update`` request where its body takes ``{note}`` (no fields), else ``add_note``."""
+        s = self.settings
+        values = {"id": ticket_id, "queue": None, "priority": None, "note": note, "subject": subject}
+        if self.note_in_update:
+            await self._call(s.update, values, write=True)
+        elif s.add_note is not None:
             await self._call(s.add_note, values, write=True)
+        else:
+            raise PermanentError(
+                f"{self.name}: no request writes notes: set connection.add_note, use {{note}} in connection.update.body, "
+                "or turn the note off (note.enabled: false)",
+                system=self.name,
+            )
+
+    async def find_note(self, ticket_id: str, marker: str) -> bool:
+        spec = self.settings.find_note
+        if spec is None:
+            raise PermanentError(
+                f"{self.name}: connection.find_note is not configured: cannot tell whether the note was written",
+                system=self.name,
+            )
+        data = await self._call(spec, {"id": ticket_id})
+        items = get_path(data, parse_path(spec.items), _MISSING)
+        if not isinstance(items, list):
+            raise self._protocol(f"find_note {ticket_id}: expected a list at items={spec.items!r}")
+        text = parse_path(spec.text)
+        return any(marker in str(get_path(item, text) or "") for item in items)
 
     def _classify_write_error(self, exc: PermanentError, change: TicketChange) -> PermanentError:
         status = getattr(exc, "status_code", None)

@@ -45,7 +45,7 @@ class RetryPolicy:
     max_retry_after: float = 120.0
 
 
-class _WaitRetryAfter(wait_base):
+class WaitRetryAfter(wait_base):
     """Wait what the server asked for in Retry-After, else exponential backoff with jitter."""
 
     def __init__(self, policy: RetryPolicy) -> None:
@@ -192,7 +192,7 @@ class HttpTransport:
         retrying = AsyncRetrying(
             retry=should_retry,
             stop=stop_after_attempt(self.retry.attempts),
-            wait=_WaitRetryAfter(self.retry),
+            wait=WaitRetryAfter(self.retry),
             reraise=True,
             before_sleep=lambda state: log.debug(
                 "%s: %s %s failed (%s), retry %d", self.system, method, url, state.outcome.exception(), state.attempt_number

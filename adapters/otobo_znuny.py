@@ -335,6 +335,8 @@ class OtoboZnunyAdapter(Adapter):
     """OTOBO / Znuny / OTRS through the GenericInterface REST ticket connector."""
 
     type_name: ClassVar[str] = "otobo"
+    #: TicketUpdate takes the fields and the note (Article) in one request
+    note_in_update = True
     settings_model: ClassVar[type[AdapterSettings]] = OtoboZnunySettings
 
     def __init__(
@@ -714,14 +716,7 @@ class OtoboZnunyAdapter(Adapter):
         if fields:
             body["Ticket"] = fields
         if change.note is not None:
-            body["Article"] = {
-                "CommunicationChannel": "Internal",
-                "IsVisibleForCustomer": 0,
-                "SenderType": "agent",
-                "Subject": change.note_subject or "helpdesk-connector",
-                "Body": change.note,
-                "ContentType": "text/plain; charset=utf8",
-            }
+            body["Article"] = self._internal_article(change.note, change.note_subject)
         path = self._route(self.cfg.routes.ticket_update, [_as_int(ticket_id)])
         try:
             await self._call("TicketUpdate", "PATCH", path, body=body)
@@ -730,6 +725,35 @@ class OtoboZnunyAdapter(Adapter):
                 f"{exc} (ticket {ticket_id}: {', '.join(hint)}; check the routing map against the system)",
                 system=self.name,
             ) from exc
+
+    async def add_note(self, ticket_id: str, note: str, subject: str) -> None:
+        """TicketUpdate with an Article only (the same request :meth:`update_ticket` sends with the fields)."""
+        await self.update_ticket(ticket_id, TicketChange(note=note, note_subject=subject))
+
+    async def find_note(self, ticket_id: str, marker: str) -> bool:
+        """TicketGet with every article (newest first): whether one's body contains ``marker``."""
+        params = {"AllArticles": 1, "ArticleOrder": "DESC"}
+        path = self._route(self.cfg.routes.ticket_get, [_as_int(ticket_id)])
+        data = await self._call("TicketGet", "GET", path, params=params)
+        raw = data.get("Ticket") or []
+        for ticket in [raw] if isinstance(raw, dict) else raw:
+            articles = (ticket.get("Article") if isinstance(ticket, dict) else None) or []
+            for article in [articles] if isinstance(articles, dict) else articles:
+                if isinstance(article, dict) and marker in str(article.get("Body") or ""):
+                    return True
+        return False
+
+    @staticmethod
+    def _internal_article(note: str, subject: str) -> dict[str, Any]:
+        """A TicketUpdate ``Article``: an internal note, not visible to the customer."""
+        return {
+            "CommunicationChannel": "Internal",
+            "IsVisibleForCustomer": 0,
+            "SenderType": "agent",
+            "Subject": subject or "helpdesk-connector",
+            "Body": note,
+            "ContentType": "text/plain; charset=utf8",
+        }
 
     async def list_queues(self) -> list[str]:
         """The configured ``queues``; unset, the queues that provably exist (partial).

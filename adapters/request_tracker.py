@@ -13,7 +13,10 @@ hundred milliseconds of CPU:
   are seconds old) and only reads the body; every later :meth:`get_ticket` —
   the pipeline's re-read just before writing — is one fresh search by id;
 * write: one ``PUT /ticket/N`` (queue and priority) and one
-  ``POST /ticket/N/comment`` (the internal note).
+  ``POST /ticket/N/comment`` (the internal note, :meth:`add_note`; RT has no
+  request that does both, so ``note_in_update`` is false);
+* looking for a note (reconciliation only, :meth:`find_note`): the ticket's
+  text attachments, newest first, searched for the note's marker.
 
 RT answers ``PUT /ticket/N`` with HTTP 200 and a list of messages even when a
 change fails (``["Ticket 2: Queue Nope does not exist"]``); the messages are
@@ -500,7 +503,7 @@ class RequestTrackerAdapter(Adapter):
             if unknown or len(ok) < len(fields):
                 await self._verify(ticket_id, fields, messages)
         if change.note is not None:
-            await self._comment(numeric, change.note_subject, change.note)
+            await self.add_note(ticket_id, change.note, change.note_subject)
 
     def _priority_value(self, priority: str) -> int:
         try:
@@ -551,26 +554,41 @@ class RequestTrackerAdapter(Adapter):
                 system=self.name,
             )
 
-    async def _comment(self, numeric: int, subject: str, note: str) -> None:
-        """Add the internal note.  Not retried once RT may have received it (no duplicate notes)."""
+    async def add_note(self, ticket_id: str, note: str, subject: str) -> None:
+        """``POST /ticket/N/comment``; resent by the transport only when RT surely did not get it."""
+        numeric = self._numeric_id(ticket_id)
         payload = {"Subject": subject, "Content": note, "ContentType": "text/plain"}
-        attempts = max(1, self.http.retry.attempts)
-        for attempt in range(1, attempts + 1):
-            try:
-                await self.http.request("POST", f"ticket/{numeric}/comment", json=payload, retry=False)
-                return
-            except TransientError as exc:
-                never_sent = isinstance(exc.__cause__, httpx.ConnectError)
-                if not never_sent or attempt == attempts:
-                    raise
-                await asyncio.sleep(min(self.http.retry.initial_wait * 2 ** (attempt - 1), self.http.retry.max_wait))
-            except PermanentError as exc:
-                if isinstance(exc, (NotFoundError, AuthenticationError)):
-                    raise
-                raise PermanentError(
-                    f"RT refused the note on ticket {numeric}: {exc} (the RT user needs CommentOnTicket)",
-                    system=self.name,
-                ) from exc
+        try:
+            await self.http.request_write("POST", f"ticket/{numeric}/comment", json=payload)
+        except PermanentError as exc:
+            if isinstance(exc, (NotFoundError, AuthenticationError)):
+                raise
+            raise PermanentError(
+                f"RT refused the note on ticket {numeric}: {exc} (the RT user needs CommentOnTicket)",
+                system=self.name,
+            ) from exc
+
+    async def find_note(self, ticket_id: str, marker: str) -> bool:
+        """Whether a text part of the ticket's messages (comments included) contains ``marker``; newest first."""
+        numeric = self._numeric_id(ticket_id)
+        params = {
+            "query": '[{"field":"ContentType","operator":"LIKE","value":"text/plain"}]',
+            "fields": "Content",
+            "orderby": "id",
+            "order": "DESC",
+            "per_page": str(MAX_PAGE),
+        }
+        page = 1
+        while True:
+            data = await self.http.json("GET", f"ticket/{numeric}/attachments", params={**params, "page": str(page)})
+            items = data.get("items") if isinstance(data, Mapping) else None
+            if not isinstance(items, list):
+                raise ProtocolError(f"GET /ticket/{numeric}/attachments answered without 'items'", system=self.name)
+            if any(isinstance(i, Mapping) and marker in str(i.get("Content") or "") for i in items):
+                return True
+            if len(items) < MAX_PAGE:
+                return False
+            page += 1
 
     # ------------------------------------------------------------------ metadata
 

@@ -36,7 +36,8 @@ What this adapter relies on, as the real system behaves (see ``docs/zammad.md``)
   :class:`UnknownValueError`, and nothing is written); a note alone is
   ``POST /api/v1/ticket_articles``.  Writes are retried only when the request
   surely did not reach Zammad (429, connection refused), never after a timeout
-  or a 5xx, so a note is never added twice;
+  or a 5xx, so a note is never added twice; reconciliation looks for a note
+  by its marker in ``GET /api/v1/ticket_articles/by_ticket/{id}``;
 * errors are JSON ``{"error": .., "error_human": ..}`` with 401/403/404/422;
   429 (from a proxy or Rack::Attack; ``Retry-After`` is honoured when present);
 * ``GET /api/v1/groups`` needs ``admin.group``; an agent without it lists its
@@ -281,6 +282,8 @@ class ZammadAdapter(Adapter):
     """Zammad REST API v1 (see the module docstring for the behaviour relied on)."""
 
     type_name: ClassVar[str] = "zammad"
+    #: fields and note in one ``PUT /tickets/{id}`` (Zammad applies both or neither)
+    note_in_update = True
     settings_model: ClassVar[type[AdapterSettings]] = ZammadSettings
 
     def __init__(
@@ -595,34 +598,37 @@ class ZammadAdapter(Adapter):
         )
 
     async def update_ticket(self, ticket_id: str, change: TicketChange) -> None:
+        """One ``PUT /tickets/{id}`` with the fields and the note as ``article``; a note alone is :meth:`add_note`."""
         if change.is_empty:
             return
         tid = self._ticket_id(ticket_id)
-        article = None
-        if change.note is not None:
-            article = {
-                "subject": change.note_subject,
-                "body": change.note,
-                "content_type": "text/plain",
-                "type": "note",
-                "internal": True,
-            }
         fields: dict[str, Any] = {}
         if change.queue is not None:
             fields["group"] = change.queue
         if change.priority is not None:
             fields["priority"] = change.priority
-        if fields:
-            if article is not None:
-                fields["article"] = article
-            result = await self._write("PUT", f"/tickets/{tid}", fields)
-            if not isinstance(result, Mapping) or "id" not in result:
-                raise ProtocolError(f"ticket {tid}: the update answered no ticket", system=self.name)
+        if not fields:
+            assert change.note is not None
+            await self.add_note(ticket_id, change.note, change.note_subject)
             return
-        assert article is not None
-        result = await self._write("POST", "/ticket_articles", {"ticket_id": tid, **article})
+        if change.note is not None:
+            fields["article"] = _article(change.note, change.note_subject)
+        result = await self._write("PUT", f"/tickets/{tid}", fields)
+        if not isinstance(result, Mapping) or "id" not in result:
+            raise ProtocolError(f"ticket {tid}: the update answered no ticket", system=self.name)
+
+    async def add_note(self, ticket_id: str, note: str, subject: str) -> None:
+        tid = self._ticket_id(ticket_id)
+        result = await self._write("POST", "/ticket_articles", {"ticket_id": tid, **_article(note, subject)})
         if not isinstance(result, Mapping) or "id" not in result:
             raise ProtocolError(f"ticket {tid}: the note was not created", system=self.name)
+
+    async def find_note(self, ticket_id: str, marker: str) -> bool:
+        tid = self._ticket_id(ticket_id)
+        articles, _ = await self._get(f"/ticket_articles/by_ticket/{tid}")
+        if not isinstance(articles, list):
+            raise ProtocolError(f"articles of ticket {tid}: expected a list", system=self.name)
+        return any(isinstance(a, Mapping) and marker in str(a.get("body") or "") for a in articles)
 
     # ------------------------------------------------------------------ lists
 
@@ -661,3 +667,8 @@ class ZammadAdapter(Adapter):
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def _article(note: str, subject: str) -> dict[str, Any]:
+    """An internal note as Zammad's article attributes."""
+    return {"subject": subject, "body": note, "content_type": "text/plain", "type": "note", "internal": True}

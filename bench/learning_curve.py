@@ -81,6 +81,12 @@ class ReplayAdapter(Adapter):
     async def update_ticket(self, ticket_id: str, change: TicketChange) -> None:
         raise NotImplementedError
 
+    async def add_note(self, ticket_id: str, note: str, subject: str) -> None:
+        raise NotImplementedError
+
+    async def find_note(self, ticket_id: str, marker: str) -> bool:
+        raise NotImplementedError
+
     async def list_queues(self) -> list[str]:
         return []
 

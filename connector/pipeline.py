@@ -14,15 +14,27 @@ Per poll of a system (:meth:`Pipeline.poll`):
 7. per ticket, with at most ``max_concurrent_writes`` in flight: claim the
    ticket in the store (a unique row: nobody else routes it), re-read it, and
    write only if it is still a candidate and nobody changed its queue,
-   priority or state since it was fetched; record the outcome.
+   priority or state since it was fetched; record the outcome, and log it
+   once it is stored.
+
+Writing (:meth:`Pipeline._complete`): the fields, with the note in the same
+request where the system takes both (``adapter.note_in_update``); elsewhere
+the note follows as a second request, after the store has recorded it as
+pending.  Every note carries its decision's id
+(:func:`connector.routing.note_marker`).  An unclear failure of the note
+request (timeout, 5xx) is retried with backoff, and each retry first looks
+for the note (``adapter.find_note``): a note is written once, never twice.
 
 Errors: a :class:`~adapters.base.TransientError` (helpdesk down, 5xx, 429,
 timeout) or an :class:`~adapters.base.AuthenticationError` stops the poll:
-claims whose write did not complete are released (or left for
-reconciliation when the process is killed), the cursor is not advanced, and
-the next poll retries.  Any other :class:`~adapters.base.PermanentError`
-concerns one ticket: it is recorded as ``failed`` with the cause and the
-poll goes on.
+claims whose write surely did not reach the helpdesk are released; the
+others (a request that may have been applied, fields written but the note
+not yet) stay and are completed by reconciliation at the next poll, as
+after a crash.  The cursor is not advanced, and the next poll retries.  Any
+other :class:`~adapters.base.PermanentError` concerns one ticket: it is
+recorded as ``failed`` with the cause (or, when the fields were written and
+only the note was refused, with its final status and the note's error) and
+the poll goes on.
 """
 
 from __future__ import annotations
@@ -36,6 +48,8 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
 from adapters.base import (
     Adapter,
     AdapterError,
@@ -43,12 +57,14 @@ from adapters.base import (
     NotFoundError,
     PermanentError,
     Ticket,
+    TicketChange,
     TransientError,
 )
+from adapters.http import RetryPolicy, WaitRetryAfter
 from connector import metrics
 from connector.config import SystemConfig
 from connector.model.classifier import Classifier, ClassifierHolder, ModelLoadError, Prediction
-from connector.routing import RoutingDecision, change_from_planned, decide
+from connector.routing import RoutingDecision, change_from_planned, decide, note_marker, with_marker
 from connector.store.decisions import DecisionRecord, DecisionStore, NewDecision
 from connector.text import ticket_text
 
@@ -116,8 +132,69 @@ class _Page:
     plans: list[tuple[Ticket, Prediction, RoutingDecision, NewDecision]] = field(default_factory=list)
     #: per final ticket: (prediction, log detail, log level)
     logs: dict[str, tuple[Prediction | None, str, int]] = field(default_factory=dict)
-    #: ticket ids this page claimed or recorded (the others belong to another daemon)
-    won: set[str] = field(default_factory=set)
+    #: ticket ids this page claimed or recorded, with their decision ids (the others belong to another daemon)
+    won: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """A claimed ticket's outcome: stored by :meth:`Pipeline._settle_batch`, then logged once."""
+
+    ticket_id: str
+    status: str
+    reason: str | None = None
+    error: str | None = None
+    applied: dict[str, Any] | None = None
+    #: the predictions as the log line shows them
+    labels: str = "-"
+
+    def row(self) -> tuple[str, str, str | None, str | None, dict[str, Any] | None]:
+        return (self.ticket_id, self.status, self.reason, self.error, self.applied)
+
+    def log_detail(self) -> tuple[str, int]:
+        if self.status == "failed":
+            return f"error={self.error!r}", logging.WARNING
+        if self.status == "changed":
+            return f"reason={self.reason!r}", logging.INFO
+        detail = ",".join(f"{k}:{v!r}" for k, v in (self.applied or {}).items() if k != "note")
+        note = (self.applied or {}).get("note")
+        text = f"set={detail}" if detail else "note only"
+        if note is not None and note is not True:
+            text += f" note={note!r}" + (f" error={self.error!r}" if self.error else "")
+        return text, logging.WARNING if self.error else logging.INFO
+
+
+@dataclass(slots=True)
+class _Write:
+    """How much of one decision's change is on the ticket (shared by the normal path and reconciliation)."""
+
+    ticket_id: str
+    change: TicketChange
+    decision_id: int
+    #: the planned queue/priority are on the ticket
+    fields_done: bool = False
+    #: the note is on the ticket: False surely not, None perhaps (look before writing it), True yes
+    note_on_ticket: bool | None = False
+    #: the store records the note as pending (DecisionStore.mark_writing)
+    pending_recorded: bool = False
+    #: a request that may have changed the ticket was sent: the claim must not be released
+    started: bool = False
+
+    @property
+    def fields(self) -> dict[str, str]:
+        return {k: v for k, v in (("queue", self.change.queue), ("priority", self.change.priority)) if v is not None}
+
+    def applied(self) -> dict[str, Any]:
+        """The ``applied`` column: the fields on the ticket and whether the note is (``"unverified"``: unknown)."""
+        out: dict[str, Any] = dict(self.fields) if self.fields_done else {}
+        if self.change.note is not None:
+            out["note"] = "unverified" if self.note_on_ticket is None else self.note_on_ticket
+        return out
+
+
+def _unclear(exc: BaseException) -> bool:
+    """A transient failure after which the request may have been applied (timeout, 5xx): look, then retry."""
+    return isinstance(exc, TransientError) and not exc.not_applied
 
 
 def error_kind(exc: BaseException) -> str:
@@ -153,6 +230,16 @@ def _labels(prediction: Prediction | None) -> str:
     return " ".join(f"{name}={fp.label}({fp.confidence:.2f})" for name, fp in prediction.fields.items())
 
 
+def _record_labels(record: DecisionRecord) -> str:
+    """The log's labels from a stored decision's predictions (reconciliation has no Prediction object)."""
+    parts = []
+    for name, value in record.predictions.items():
+        if isinstance(value, dict) and "label" in value:
+            confidence = value.get("confidence")
+            parts.append(f"{name}={value['label']}" + (f"({confidence:.2f})" if isinstance(confidence, float) else ""))
+    return " ".join(parts) or "-"
+
+
 class Pipeline:
     """Routes the new tickets of one system; one instance per configured system."""
 
@@ -167,6 +254,7 @@ class Pipeline:
         claim_timeout: float = 900.0,
         executor: Executor | None = None,
         stop_event: asyncio.Event | None = None,
+        note_retry: RetryPolicy | None = None,
     ) -> None:
         self.name = name
         self.system = system
@@ -176,10 +264,12 @@ class Pipeline:
         self.claim_timeout = claim_timeout
         self.executor = executor
         self.stop_event = stop_event or asyncio.Event()
+        #: backoff for a note request that failed unclearly (each retry looks for the note first)
+        self.note_retry = note_retry or RetryPolicy()
         self._abort: BaseException | None = None
         self._started: set[str] = set()
         self._to_release: set[str] = set()
-        self._pending: list[tuple[str, str, str | None, str | None, dict[str, Any] | None]] = []
+        self._pending: list[_Outcome] = []
         self._last_unexpected: str | None = None
         self._settle_task: asyncio.Task[None] | None = None
         metrics.init_system(name)
@@ -197,16 +287,15 @@ class Pipeline:
         metrics.HELPDESK_CALLS.labels(system=self.name, operation=operation).inc()
         return await awaitable
 
-    def _log_decision(
-        self, ticket_id: str, prediction: Prediction | None, status: str, detail: str = "", *, level: int = logging.INFO
-    ) -> None:
+    def _log_decision(self, ticket_id: str, labels: str, status: str, detail: str = "", *, level: int = logging.INFO) -> None:
+        """The one log line (and metric) of a decision; called once it is stored."""
         metrics.TICKET_DECISIONS.labels(system=self.name, outcome=status).inc()
         log.log(
             level,
             "decision system=%s ticket=%s %s action=%s%s",
             self.name,
             ticket_id,
-            _labels(prediction),
+            labels,
             status,
             f" {detail}" if detail else "",
         )
@@ -313,7 +402,7 @@ class Pipeline:
             if new.ticket_id in page.won:
                 result.outcomes[status] += 1
                 prediction, detail, level = page.logs[new.ticket_id]
-                self._log_decision(new.ticket_id, prediction, status, detail, level=level)
+                self._log_decision(new.ticket_id, _labels(prediction), status, detail, level=level)
         mine = [plan for plan in page.plans if plan[3].ticket_id in page.won]
         for plan in page.plans:
             if plan[3].ticket_id not in page.won:
@@ -328,7 +417,7 @@ class Pipeline:
         completed = False
         try:
             outcomes = await asyncio.gather(
-                *(self._route(semaphore, t, p, d, result) for t, p, d, _ in mine),
+                *(self._route(semaphore, t, p, d, page.won[n.ticket_id], result) for t, p, d, n in mine),
                 return_exceptions=True,  # every ticket task ends before the poll goes on or fails
             )
             completed = True
@@ -354,9 +443,10 @@ class Pipeline:
         if task is not None:
             await task
 
-    async def _settle_batch(self, pending: list[Any], release: set[str]) -> None:
+    async def _settle_batch(self, pending: list[_Outcome], release: set[str]) -> None:
         if pending:
-            await self._db(self.decisions.finish_many, self.name, pending)
+            await self._db(self.decisions.finish_many, self.name, [o.row() for o in pending])
+            self._log_stored(pending)
         if release:
             await self._db(self.decisions.release_many, self.name, release)
             log.debug("%s: %d claim(s) released", self.name, len(release))
@@ -366,12 +456,18 @@ class Pipeline:
         pending, self._pending = self._pending, []
         if in_cancellation:  # the task is being cancelled: no more awaiting, a few ms of blocking is fine
             if pending:
-                self.decisions.finish_many(self.name, pending)
+                self.decisions.finish_many(self.name, [o.row() for o in pending])
+                self._log_stored(pending)
             if release:
                 self.decisions.release_many(self.name, release)
                 log.info("%s: %d claim(s) released (their write had not started)", self.name, len(release))
             return
         await self._settle_batch(pending, release)
+
+    def _log_stored(self, outcomes: Sequence[_Outcome]) -> None:
+        for outcome in outcomes:
+            detail, level = outcome.log_detail()
+            self._log_decision(outcome.ticket_id, outcome.labels, outcome.status, detail, level=level)
 
     async def _classify_and_claim(
         self, classifier: Classifier | None, tickets: Sequence[Ticket], unreadable: Sequence[tuple[Ticket, BaseException]]
@@ -500,6 +596,7 @@ class Pipeline:
         ticket: Ticket,
         prediction: Prediction,
         decision: RoutingDecision,
+        decision_id: int,
         result: PollResult,
     ) -> bool:
         """Re-read, write and record one claimed ticket; False if it was not started."""
@@ -507,7 +604,7 @@ class Pipeline:
             if self._abort is not None or self.stopping:
                 return False
             self._started.add(ticket.id)
-            await self._write_claimed(ticket.id, snapshot(ticket), decision, prediction, result)
+            await self._write_claimed(ticket.id, snapshot(ticket), decision, prediction, decision_id, result)
             return True
 
     @staticmethod
@@ -522,75 +619,129 @@ class Pipeline:
         original: dict[str, Any],
         decision: RoutingDecision,
         prediction: Prediction,
+        decision_id: int,
         result: PollResult,
     ) -> None:
-        change = decision.change
-        assert change is not None
-        writing = False
+        assert decision.change is not None
+        labels = _labels(prediction)
+        w = _Write(ticket_id, decision.change, decision_id)
         try:
             try:
                 current = await self._call("get", self.adapter.get_ticket(ticket_id))
             except NotFoundError:
-                self._finish(ticket_id, prediction, "changed", result, reason="ticket no longer exists")
+                self._finish(_Outcome(ticket_id, "changed", "ticket no longer exists", labels=labels), result)
                 return
             reason = self._changed_reason(original, current)
             if reason is not None:
-                self._finish(ticket_id, prediction, "changed", result, reason=f"changed by someone else: {reason}")
+                self._finish(_Outcome(ticket_id, "changed", f"changed by someone else: {reason}", labels=labels), result)
                 return
-            if change.queue is None and change.priority is None:
-                # a note-only write leaves no trace reconciliation could read: mark it first
-                await self._db(self.decisions.mark_writing, self.name, ticket_id)
-            writing = True
-            await self._call("update", self.adapter.update_ticket(ticket_id, change))
+            await self._complete(w)
         except (TransientError, AuthenticationError) as exc:
-            # the system is down or refuses us: undo the claim, the next poll decides afresh
+            # the system is down or refuses us: the poll stops; what may have reached the ticket is kept
             self._abort = self._abort or exc
-            self._to_release.add(ticket_id)
-            log.debug("%s: ticket %s released after %s", self.name, ticket_id, describe_error(exc))
+            if w.started:
+                log.debug("%s: ticket %s: %s during its write; completed by reconciliation at the next poll",
+                         self.name, ticket_id, describe_error(exc))
+            else:
+                self._to_release.add(ticket_id)
+                log.debug("%s: ticket %s released after %s", self.name, ticket_id, describe_error(exc))
             return
         except PermanentError as exc:
-            self._finish(
-                ticket_id, prediction, "failed", result, error=describe_error(exc), reason="the helpdesk refused the change"
-            )
+            self._finish(self._refused(w, exc, decision.status, decision.reason_text(), labels), result)
             return
         except asyncio.CancelledError:
-            if writing:
+            if w.started:
                 log.warning("%s: ticket %s abandoned during its write; reconciled at the next poll", self.name, ticket_id)
             else:
                 self._to_release.add(ticket_id)
                 log.info("%s: ticket %s abandoned before its write", self.name, ticket_id)
             raise
-        applied = {k: v for k, v in (("queue", change.queue), ("priority", change.priority)) if v is not None}
-        if change.note is not None:
-            applied["note"] = True
-        self._finish(ticket_id, prediction, decision.status, result, applied=applied, reason=decision.reason_text())
+        self._finish(_Outcome(ticket_id, decision.status, decision.reason_text(), None, w.applied(), labels), result)
 
-    def _finish(
-        self,
-        ticket_id: str,
-        prediction: Prediction | None,
-        status: str,
-        result: PollResult,
-        *,
-        reason: str | None = None,
-        error: str | None = None,
-        applied: dict[str, Any] | None = None,
-    ) -> None:
-        """Queue the outcome of a claimed ticket (written by :meth:`_settle`) and log it."""
-        self._pending.append((ticket_id, status, reason, error, applied))
-        result.outcomes[status] += 1
-        if status == "failed":
-            self._log_decision(ticket_id, prediction, status, f"error={error!r}", level=logging.WARNING)
-        elif status == "changed":
-            self._log_decision(ticket_id, prediction, status, f"reason={reason!r}")
-        else:
-            detail = ",".join(f"{k}:{v!r}" for k, v in (applied or {}).items() if k != "note")
-            self._log_decision(ticket_id, prediction, status, f"set={detail}" if detail else "note only")
+    @staticmethod
+    def _refused(w: _Write, exc: PermanentError, status: str, reason: str, labels: str) -> _Outcome:
+        """The outcome when the helpdesk refused part of the write for good."""
+        error = describe_error(exc)
+        if w.note_on_ticket is None:  # an unclear attempt, then no way to look: never sent again
+            return _Outcome(w.ticket_id, status, f"{reason}; the note could not be verified", error, w.applied(), labels)
+        if w.fields_done:  # the ticket is moved: its record says so, and that the note was not written
+            return _Outcome(w.ticket_id, status, f"{reason}; the note was not written", error, w.applied(), labels)
+        return _Outcome(w.ticket_id, "failed", "the helpdesk refused the change", error, None, labels)
+
+    def _finish(self, outcome: _Outcome, result: PollResult) -> None:
+        """Queue the outcome of a claimed ticket; :meth:`_settle` stores it, then logs it."""
+        self._pending.append(outcome)
+        result.outcomes[outcome.status] += 1
+
+    # ------------------------------------------------------------------ writing
+
+    async def _complete(self, w: _Write) -> None:
+        """Write what of ``w.change`` is not on the ticket yet: the fields, then the note, never twice.
+
+        Where the system takes both in one request (``adapter.note_in_update``)
+        the note goes with the fields.  Elsewhere the store first records the
+        note as pending, then the note is sent (:meth:`_add_note`).
+        """
+        note = with_marker(w.change.note, w.decision_id) if w.change.note is not None else None
+        if w.fields and not w.fields_done:
+            together = note is not None and self.adapter.note_in_update and w.note_on_ticket is False
+            change = TicketChange(
+                queue=w.change.queue,
+                priority=w.change.priority,
+                note=note if together else None,
+                note_subject=w.change.note_subject,
+            )
+            await self._send(w, "update", self.adapter.update_ticket(w.ticket_id, change))
+            w.fields_done = True
+            if together:
+                w.note_on_ticket = True
+        if note is not None and w.note_on_ticket is not True:
+            if not w.pending_recorded:
+                await self._db(self.decisions.mark_writing, self.name, w.ticket_id)
+                w.pending_recorded = True
+            await self._add_note(w, note)
+
+    async def _send(self, w: _Write, operation: str, awaitable: Awaitable[None]) -> None:
+        """One request that may change the ticket; ``w.started`` unless the error proves it was refused."""
+        refused = False
+        try:
+            await self._call(operation, awaitable)
+        except (TransientError, AuthenticationError) as exc:
+            refused = isinstance(exc, AuthenticationError) or exc.not_applied
+            raise
+        finally:
+            w.started = w.started or not refused
+
+    async def _add_note(self, w: _Write, note: str) -> None:
+        """Send the note; after an unclear failure (timeout, 5xx) wait (backoff, Retry-After), look for it, resend.
+
+        Refusals that surely were not applied (429, 503, connection refused)
+        were retried by the adapter's transport already; they end the attempt.
+        """
+        marker = note_marker(w.decision_id)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_unclear),
+            stop=stop_after_attempt(max(1, self.note_retry.attempts)),
+            wait=WaitRetryAfter(self.note_retry),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                if w.note_on_ticket is None and await self._call("find_note", self.adapter.find_note(w.ticket_id, marker)):
+                    w.note_on_ticket = True
+                    return
+                try:
+                    await self._send(w, "note", self.adapter.add_note(w.ticket_id, note, w.change.note_subject))
+                except TransientError as exc:
+                    if not exc.not_applied:
+                        w.note_on_ticket = None
+                    raise
+                w.note_on_ticket = True
 
     # ------------------------------------------------------------------ reconciliation
 
     async def reconcile(self, result: PollResult | None = None) -> int:
-        """Finish claims left by a crash: re-read each ticket and settle it.  Returns how many."""
+        """Finish claims left by a crash or an outage: re-read each ticket and complete it.  Returns how many."""
         result = result or PollResult(self.name)
         records = await self._db(self.decisions.unfinished, self.name, self.claim_timeout)
         if not records:
@@ -608,45 +759,44 @@ class Pipeline:
         return result.reconciled
 
     async def _reconcile_one(self, record: DecisionRecord, result: PollResult) -> None:
+        """Complete one claim: the fields are verified on the ticket, the note is looked up by its marker."""
         ticket_id = record.ticket_id
-        planned = record.planned
-        change = change_from_planned(planned)
+        labels = _record_labels(record)
         final = "suggested" if record.mode == "suggest" else "applied"
+        w = _Write(ticket_id, change_from_planned(record.planned), record.id, pending_recorded=record.note_pending)
         try:
             current = await self._call("get", self.adapter.get_ticket(ticket_id))
+            fields = w.fields
+            w.fields_done = bool(fields) and all(getattr(current, k) == v for k, v in fields.items())
+            if w.change.note is not None and (record.note_pending or (w.fields_done and self.adapter.note_in_update)):
+                w.note_on_ticket = None  # it may have been sent: look for it, whatever happened to the ticket since
+                marker = note_marker(record.id)
+                w.note_on_ticket = await self._call("find_note", self.adapter.find_note(ticket_id, marker))
+            if w.note_on_ticket is True:  # the note follows the fields: the whole write had been done
+                reason = "the ticket shows the planned values and the note" if w.fields_done else "the note is on the ticket"
+                w.fields_done = bool(fields)
+                self._finish(_Outcome(ticket_id, final, f"reconciled: {reason}", None, w.applied(), labels), result)
+                return
+            if not w.fields_done:
+                partially_written = any(getattr(current, k) == v for k, v in fields.items())
+                reason = self._changed_reason(record.original, current, allowed=fields if partially_written else None)
+                if reason is not None:
+                    self._finish(_Outcome(ticket_id, "changed", f"reconciled: changed by someone else: {reason}",
+                                          labels=labels), result)
+                    return
+            shown = w.fields_done
+            await self._complete(w)
         except NotFoundError:
-            self._finish(ticket_id, None, "changed", result, reason="reconciled: ticket no longer exists")
+            self._finish(_Outcome(ticket_id, "changed", "reconciled: ticket no longer exists", labels=labels), result)
             return
         except (TransientError, AuthenticationError) as exc:
             raise PollAborted(exc) from exc
         except PermanentError as exc:
-            self._finish(ticket_id, None, "failed", result, error=describe_error(exc), reason="reconciliation")
+            self._finish(self._refused(w, exc, final, "reconciliation", labels), result)
             return
-        fields = {k: planned[k] for k in ("queue", "priority") if planned.get(k) is not None}
-        if fields and all(getattr(current, k) == v for k, v in fields.items()):
-            self._finish(
-                ticket_id, None, final, result, applied={**fields, **({"note": True} if change.note else {})},
-                reason="reconciled: the ticket shows the planned values",
-            )
-            return
-        if not fields and record.attempts > 0:
-            self._finish(
-                ticket_id, None, final, result, applied={},
-                reason="reconciled: the note-only write was interrupted and cannot be verified; not repeated",
-            )
-            return
-        partially_written = any(getattr(current, k) == v for k, v in fields.items())
-        reason = self._changed_reason(record.original, current, allowed=fields if partially_written else None)
-        if reason is not None:
-            self._finish(ticket_id, None, "changed", result, reason=f"reconciled: changed by someone else: {reason}")
-            return
-        try:
-            await self._db(self.decisions.mark_writing, self.name, ticket_id)
-            await self._call("update", self.adapter.update_ticket(ticket_id, change))
-        except (TransientError, AuthenticationError) as exc:
-            raise PollAborted(exc) from exc
-        except PermanentError as exc:
-            self._finish(ticket_id, None, "failed", result, error=describe_error(exc), reason="reconciliation")
-            return
-        applied = {**fields, **({"note": True} if change.note else {})}
-        self._finish(ticket_id, None, final, result, applied=applied, reason="reconciled: write finished after restart")
+        if shown:
+            reason = "reconciled: the ticket shows the planned values" + ("; the note was written after restart"
+                                                                          if w.change.note is not None else "")
+        else:
+            reason = "reconciled: write finished after restart"
+        self._finish(_Outcome(ticket_id, final, reason, None, w.applied(), labels), result)

@@ -51,17 +51,23 @@ class FieldDecision:
     def writes(self) -> bool:
         return self.action in ("set", "fallback")
 
-    def describe(self) -> str:
+    def describe(self, mode: str = "apply") -> str:
+        """One line: prediction, confidence and what the mode does with it (``set``, ``suggests``, ``would set``)."""
         pred = f"{self.label} ({self.confidence:.2f})" if self.label is not None and self.confidence is not None else "-"
+        verb = _VERBS.get(mode, _VERBS["apply"])
         if self.action == "set":
-            what = f"set to {self.target!r}"
+            what = f"{verb} {self.target!r}"
         elif self.action == "fallback":
-            what = f"below threshold {self.threshold:.2f}, fallback {self.target!r}"
+            what = f"below threshold {self.threshold:.2f}, {verb} fallback {self.target!r}"
         elif self.action == "unchanged":
             what = f"already {self.target!r}"
         else:
             what = f"left unchanged ({self.reason})"
         return f"{self.field}: {pred} -> {what}"
+
+
+#: how a field line words a write per mode: apply writes, suggest only proposes, dry-run only logs
+_VERBS = {"apply": "set to", "suggest": "suggests", "dry-run": "would set"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +127,7 @@ def render_note(
     values: dict[str, Any] = {
         "mode": mode,
         "model_version": model_version,
-        "lines": "\n".join(f"- {fd.describe()}" for fd in fields.values()),
+        "lines": "\n".join(f"- {fd.describe(mode)}" for fd in fields.values()),
     }
     for name in ROUTED_FIELDS:
         fd = fields.get(name)
@@ -132,6 +138,16 @@ def render_note(
     except (ValueError, IndexError, AttributeError):
         # a malformed template ("{", "{0}", "{queue.x}") must not stop routing
         return settings.template + "\n" + values["lines"]
+
+
+def note_marker(decision_id: int) -> str:
+    """The line every note carries: the decision's id, so reconciliation can find the note in the ticket's history."""
+    return f"[helpdesk-connector decision {decision_id}]"
+
+
+def with_marker(note: str, decision_id: int) -> str:
+    """``note`` as written to the ticket: the rendered text and, on its own last line, :func:`note_marker`."""
+    return f"{note.rstrip()}\n\n{note_marker(decision_id)}"
 
 
 def decide_field(name: str, prediction: Prediction, system: SystemConfig, current: str | None) -> FieldDecision:
@@ -175,8 +191,8 @@ def decide(prediction: Prediction, system: SystemConfig, ticket: Ticket) -> Rout
         if name in system.routing.fields()
     }
     would_set = {name: fd.target for name, fd in fields.items() if fd.writes and fd.target is not None}
-    reasons = [fd.describe() for fd in fields.values()]
     mode = system.mode
+    reasons = [fd.describe(mode) for fd in fields.values()]
     if not fields:
         reasons.append("no field is routed for this system")
 

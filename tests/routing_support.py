@@ -52,6 +52,7 @@ class MemoryAdapter(Adapter):
         list_bodies: bool = True,
         latency: float = 0.0,
         name: str = "mem",
+        note_in_update: bool = False,
     ) -> None:
         super().__init__(name, MemorySettings(), source_queues=list(source_queues), source_states=list(source_states))
         self.tickets: dict[str, Ticket] = {t.id: t for t in tickets}
@@ -59,6 +60,8 @@ class MemoryAdapter(Adapter):
         self.priorities = list(priorities)
         self.list_bodies = list_bodies
         self.latency = latency
+        #: False (default): fields and note are two requests, as in Request Tracker; True: one, as in OTOBO/Zammad
+        self.note_in_update = note_in_update
         self.notes: dict[str, list[Note]] = {}
         self.calls: Counter[str] = Counter()
         self.updates: Counter[str] = Counter()
@@ -106,9 +109,22 @@ class MemoryAdapter(Adapter):
             queue=change.queue if change.queue is not None else ticket.queue,
             priority=change.priority if change.priority is not None else ticket.priority,
         )
-        if change.note is not None:
-            self.notes.setdefault(ticket_id, []).append(Note(change.note_subject, change.note))
         self.updates[ticket_id] += 1
+        if change.note is not None:
+            if self.note_in_update:
+                self.notes.setdefault(ticket_id, []).append(Note(change.note_subject, change.note))
+            else:
+                await self.add_note(ticket_id, change.note, change.note_subject)
+
+    async def add_note(self, ticket_id: str, note: str, subject: str) -> None:
+        await self._enter("note", ticket_id)
+        if ticket_id not in self.tickets:
+            raise NotFoundError(f"ticket {ticket_id} not found", system=self.name)
+        self.notes.setdefault(ticket_id, []).append(Note(subject, note))
+
+    async def find_note(self, ticket_id: str, marker: str) -> bool:
+        await self._enter("find_note", ticket_id)
+        return any(marker in n.text for n in self.notes.get(ticket_id, []))
 
     async def list_resolved_tickets(
         self, since: datetime | None, cursor: str | None, page_size: int

@@ -33,7 +33,7 @@ RT_SETUP_DATABASE = "rt-setup-database-5"
 
 #: the rights the connector's RT user needs on the queues it reads and writes; CreateTicket is
 #: needed on every queue it moves tickets INTO (RT checks it in SetQueue; without it: "Permission Denied")
-CONNECTOR_RIGHTS = ("ShowTicket", "ModifyTicket", "CommentOnTicket", "SeeQueue", "CreateTicket")
+CONNECTOR_RIGHTS = ("ShowTicket", "ShowTicketComments", "ModifyTicket", "CommentOnTicket", "SeeQueue", "CreateTicket")
 
 
 def rt_unavailable_reason() -> str | None:

@@ -294,7 +294,7 @@ def test_shutdown_timeout_abandons_the_batch_and_the_restart_reconciles(tmp_path
         result = asyncio.run(keyword_daemon(config).run_once())["sandbox"]
         assert result.ok and result.reconciled == counts["claimed"]
         assert decisions(config).counts()["sandbox"] == {"applied": 3}
-        assert all(len(sandbox.db.list_notes(i)) <= 1 for i in ids)
+        assert all(len(sandbox.db.list_notes(i)) == 1 for i in ids)  # the missing notes written, none twice
         assert all(sandbox.db.get_ticket(i).queue == "Hardware" for i in ids)
 
 
@@ -360,6 +360,95 @@ def test_daemon_process_routes_then_exits_0_on_sigterm(tmp_path: Path, model_dir
         finally:
             store.dispose()
         assert TOKEN not in output and "my printer is broken" not in output
+
+
+def test_sigkills_in_the_middle_of_writes_lose_no_note_record_or_log_line(tmp_path: Path, model_dirs) -> None:
+    """Issue #11 items 2a and 5e with real processes: the daemon is SIGKILLed again and again while it writes
+    (the note requests are slowed, so kills land between the fields and the note); in the end every ticket was
+    moved once, has exactly one note, one ``applied`` record, and one decision log line."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    kills = 5
+    with running_sandbox(None, token=TOKEN) as sandbox:
+        ids = seed(sandbox, 100)
+        sandbox.faults.add(path=r"/notes$", method="POST", status=0, delay=0.05, times=-1)
+        secret = tmp_path / "token"
+        secret.write_text(TOKEN)
+        config = {
+            "state_dir": str(tmp_path / "state"),
+            "logging": {"format": "json"},
+            "daemon": {"instance_id": "killed-daemon"},
+            "model": {"device": "cpu", "paths": {k: str(v) for k, v in model_dirs.items()}},
+            "systems": {
+                "sandbox": {
+                    "type": "generic_rest",
+                    "connection": {"base_url": sandbox.api, "auth": {"type": "bearer", "token_file": str(secret)},
+                                   "paging": {"style": "after"}},
+                    "source": {"queues": ["Inbox"]},
+                    "poll_interval": 0.3,
+                    "page_size": 20,
+                    "routing": {"queue": {"map": {"*": "{label}"}, "threshold": 0.0}},
+                }
+            },
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        outputs: list[str] = []
+        rng = random.Random(11)
+
+        def routed() -> int:
+            return sum(sandbox.db.get_ticket(i).queue != "Inbox" for i in ids)
+
+        def start() -> subprocess.Popen[str]:
+            return subprocess.Popen([sys.executable, "-m", "connector", "run", "--config", str(path)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+        for _ in range(kills):
+            before = routed()
+            proc = start()
+            try:
+                deadline = time.monotonic() + 90
+                while routed() < before + 4 and time.monotonic() < deadline and proc.poll() is None:
+                    time.sleep(0.02)
+                time.sleep(rng.uniform(0.0, 0.3))
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                outputs.append(proc.communicate(timeout=30)[0])
+        proc = start()
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                if routed() == len(ids) and "claimed" not in decisions_at(tmp_path).counts().get("sandbox", {"claimed": 1}):
+                    break
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            outputs.append(proc.communicate(timeout=30)[0])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, outputs[-1][-3000:]
+        assert decisions_at(tmp_path).counts()["sandbox"] == {"applied": len(ids)}
+        for i in ids:
+            assert sandbox.db.get_ticket(i).version == 2, i  # moved by exactly one update
+            notes = sandbox.db.list_notes(i)
+            assert len(notes) == 1, (i, [n.body for n in notes])  # none lost, none twice
+            assert "[helpdesk-connector decision " in notes[0].body
+    logged = [json.loads(line)["message"] for out in outputs for line in out.splitlines() if line.startswith("{")]
+    tickets = [m.split()[2] for m in logged if m.startswith("decision system=sandbox")]
+    assert len(tickets) == len(set(tickets)), "a decision was logged twice"
+    assert len(tickets) >= len(ids) - kills  # (a kill between the commit and its log line would drop one)
+    assert sum("reconciling" in m for m in logged) >= 1
+
+
+def decisions_at(tmp_path: Path) -> DecisionStore:
+    return decisions(parse_config({"state_dir": str(tmp_path / "state"), "systems": {}}))
 
 
 def test_odd_bodies_through_the_sandbox_with_a_tiny_model(tmp_path: Path, model_dirs) -> None:

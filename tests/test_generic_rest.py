@@ -277,6 +277,24 @@ def test_unknown_queue_is_a_permanent_unknown_value(sandbox) -> None:
         run(fours.update_ticket("1", TicketChange(queue="Finance")))
 
 
+def test_add_note_and_find_note_by_its_marker(sandbox) -> None:
+    sandbox.db.create_ticket("s", "b")
+    adapter = make(sandbox.api)
+    assert not adapter.note_in_update  # the default config: fields and note are two requests
+    marker = "[helpdesk-connector decision 7]"
+    assert run(adapter.find_note("1", marker)) is False
+    run(adapter.add_note("1", f"suggests 'Access'\n\n{marker}", "Automatic routing"))
+    assert run(adapter.find_note("1", marker)) is True
+    assert run(adapter.find_note("1", "[helpdesk-connector decision 70]")) is False
+    assert [(n.subject, n.internal) for n in sandbox.db.list_notes(1)] == [("Automatic routing", True)]
+    blind = make(sandbox.api, find_note=None)
+    with pytest.raises(PermanentError, match="find_note is not configured"):
+        run(blind.find_note("1", marker))
+    mute = make(sandbox.api, add_note=None)
+    with pytest.raises(PermanentError, match="no request writes notes"):
+        run(mute.add_note("1", "n", "s"))
+
+
 def test_note_in_the_update_body_and_put_method() -> None:
     seen: list[httpx.Request] = []
 

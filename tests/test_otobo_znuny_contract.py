@@ -692,6 +692,29 @@ def test_update_sends_queue_priority_and_internal_note(otobo: OtoboStandin, make
     assert (note.subject, note.body, note.visible) == ("Automatic routing", "routed by model v1", 0)
 
 
+def test_add_note_and_find_note_by_its_marker(otobo: OtoboStandin, make_adapter: Factory) -> None:
+    otobo.add_ticket("a", "customer text")
+    marker = "[helpdesk-connector decision 5]"
+
+    async def go() -> tuple[bool, bool, bool]:
+        adapter = make_adapter()
+        before = await adapter.find_note("1", marker)
+        await adapter.add_note("1", f"suggests 'Misc'\n\n{marker}", "Automatic routing")
+        found = await adapter.find_note("1", marker)
+        prefix = await adapter.find_note("1", "[helpdesk-connector decision 50]")
+        await adapter.aclose()
+        return before, found, prefix
+
+    assert OtoboZnunyAdapter.note_in_update  # TicketUpdate takes the fields and the Article in one request
+    assert run(go()) == (False, True, False)
+    (note,) = otobo.notes(1)
+    assert note.subject == "Automatic routing" and note.visible == 0
+    update = otobo.calls("TicketUpdate")[0]
+    assert "Ticket" not in update["body"] and update["body"]["Article"]["CommunicationChannel"] == "Internal"
+    gets = otobo.calls("TicketGet")  # find_note: TicketGet of the ticket with its articles, newest first
+    assert len(gets) == 3 and all("AllArticles=1" in g["query"] and "ArticleOrder=DESC" in g["query"] for g in gets)
+
+
 def test_update_by_ids_and_note_only(otobo: OtoboStandin, make_adapter: Factory) -> None:
     otobo.add_ticket("a", "b")
 

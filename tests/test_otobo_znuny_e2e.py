@@ -400,3 +400,40 @@ def test_resolved_tickets_are_exported_with_final_labels_and_corrections(
     otobo.human_update(ids[2], state="closed unsuccessful")
     again = run(Exporter(cfg, store).export_system(SYSTEM))
     assert again.new == 1 and again.corrections == 0
+
+
+def test_one_request_per_ticket_and_a_kill_before_the_record_adds_no_second_note(
+    otobo: OtoboStandin, store: Store, tmp_path: Path
+) -> None:
+    """Issue #11 item 2c: fields and note in ONE TicketUpdate; after a kill, reconciliation finds the note by marker."""
+    ids = create(otobo, 4)
+    cfg = config(otobo, tmp_path)
+
+    async def killed_then_restarted() -> tuple[PollResult, PollResult]:
+        daemon = Daemon(cfg, store=store, holder=ClassifierHolder(KeywordClassifier()))
+        await daemon.setup()
+
+        def killed(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("killed while recording the outcomes")
+
+        daemon.pipelines[SYSTEM].decisions.finish_many = killed  # type: ignore[method-assign]
+        try:
+            first = await daemon.poll_system(SYSTEM, force=True)
+        finally:
+            await daemon.close()
+        assert first is not None
+        (second,) = await polls(cfg, store)
+        return first, second
+
+    first, second = run(killed_then_restarted())
+    assert first.error is not None and statuses(store) == {"applied": 4}, second.error
+    assert second.ok and second.reconciled == 4
+    assert len(patches(otobo)) == 4  # one TicketUpdate per ticket, none on reconciliation
+    for patch in patches(otobo):
+        assert "Ticket" in patch["body"] and "Article" in patch["body"]  # fields and note together
+        assert "[helpdesk-connector decision " in patch["body"]["Article"]["Body"]
+    for tid in ids:
+        (note,) = otobo.notes(tid)
+        assert note.body.rstrip().endswith("]") and otobo.tickets[tid].queue != "Raw"
+    record = DecisionStore(store, "x").get(SYSTEM, str(ids[0]))
+    assert record.reason == "reconciled: the ticket shows the planned values and the note"

@@ -12,6 +12,7 @@ from routing_support import KeywordClassifier, MemoryAdapter, make_tickets, sqli
 from tiny_model import build_tiny_model
 
 from adapters.base import AuthenticationError, ProtocolError, Ticket, TransientError
+from adapters.http import RetryPolicy
 from connector.model.classifier import ClassifierHolder, TransformerClassifier
 from connector.pipeline import Pipeline
 from connector.store.db import Store
@@ -197,7 +198,7 @@ def test_transient_error_stops_the_poll_and_nothing_is_lost(store: Store) -> Non
 
     def flaky(operation: str, ticket_id: str | None) -> None:
         if down["on"] and operation == "update" and ticket_id == "3":
-            raise TransientError("503 from helpdesk", retry_after=7)
+            raise TransientError("503 from helpdesk", retry_after=7, not_applied=True)  # as the transport marks a 503
 
     adapter.hook = flaky
     pipeline = make_pipeline(store, adapter, KeywordClassifier(), max_concurrent_writes=1)
@@ -320,3 +321,131 @@ def test_classifier_failing_on_one_text_fails_only_that_ticket(store: Store) -> 
     assert result.ok and result.outcomes == {"applied": 2, "failed": 1}
     record = DecisionStore(store, "x").get("mem", "2")
     assert record.status == "failed" and "tokenizer exploded" in record.error
+
+
+# --------------------------------------------------------------------------- the note after the fields (issue #11)
+
+FAST_NOTE_RETRY = RetryPolicy(attempts=4, initial_wait=0.01, max_wait=0.02)
+
+
+def note_pipeline(store: Store, adapter: MemoryAdapter, **cfg) -> Pipeline:
+    return Pipeline("mem", system_config(max_concurrent_writes=1, **cfg), adapter, DecisionStore(store, "test-1"),
+                    ClassifierHolder(KeywordClassifier()), claim_timeout=60, note_retry=FAST_NOTE_RETRY)
+
+
+def test_api_calls_per_ticket_stay_minimal_with_a_separate_note_request(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(10))  # fields and note are two requests, as in Request Tracker
+    assert run(note_pipeline(store, adapter).poll()).outcomes["applied"] == 10
+    assert adapter.calls["get"] == 10 and adapter.calls["update"] == 10 and adapter.calls["note"] == 10
+    assert adapter.calls["find_note"] == 0  # looking for notes is for reconciliation only
+    one = MemoryAdapter(make_tickets(10, start=11), note_in_update=True)  # one request, as in OTOBO and Zammad
+    assert run(note_pipeline(store, one).poll()).outcomes["applied"] == 10
+    assert one.calls["update"] == 10 and one.calls["note"] == 0 and one.calls["find_note"] == 0
+    record = DecisionStore(store, "x").get("mem", "11")
+    assert one.notes["11"][0].text.endswith(f"[helpdesk-connector decision {record.id}]")
+
+
+def test_unclear_note_failures_after_the_update_keep_the_claim_and_write_the_note_once(store: Store) -> None:
+    """Issue #11 item 2b: a 5xx or a timeout on the note request after the fields were written."""
+    adapter = MemoryAdapter(make_tickets(6))
+    write_note = adapter.add_note
+    failures = {"2": ["lost"], "4": ["timeout", "timeout"], "5": ["lost", "timeout"]}
+
+    async def flaky_note(ticket_id: str, note: str, subject: str) -> None:
+        plan = failures.get(ticket_id)
+        if plan:
+            kind = plan.pop(0)
+            if kind == "lost":  # the helpdesk stored the note, but its answer never came (504 from a proxy)
+                await write_note(ticket_id, note, subject)
+                raise TransientError("POST /tickets/x/notes answered HTTP 504")
+            raise TransientError("POST /tickets/x/notes: timed out (ReadTimeout)")
+        await write_note(ticket_id, note, subject)
+
+    adapter.add_note = flaky_note  # type: ignore[method-assign]
+    result = run(note_pipeline(store, adapter).poll())
+    assert result.ok, result.error
+    assert result.outcomes == {"applied": 6}
+    assert all(len(adapter.notes[str(i)]) == 1 for i in range(1, 7)), adapter.notes  # none missing, none twice
+    assert all(adapter.tickets[str(i)].queue == "IT" for i in range(1, 7))
+    assert statuses(store) == {"applied": 6}
+    assert DecisionStore(store, "x").get("mem", "4").applied == {"queue": "IT", "note": True}
+    assert adapter.calls["find_note"] == 4  # only after the unclear failures: 2 once, 4 twice, 5 once
+
+
+def test_note_failing_for_the_whole_poll_keeps_the_claim_for_reconciliation(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(3))
+    down = {"on": True}
+
+    def flaky(operation: str, ticket_id: str | None) -> None:
+        if down["on"] and operation == "note" and ticket_id == "2":
+            raise TransientError("POST /tickets/2/notes answered HTTP 502")
+
+    adapter.hook = flaky
+    pipeline = note_pipeline(store, adapter)
+    result = run(pipeline.poll())
+    assert isinstance(result.error, TransientError)
+    assert adapter.tickets["2"].queue == "IT" and "2" not in adapter.notes  # moved, its note not yet written ...
+    assert DecisionStore(store, "x").get("mem", "2").status == "claimed"  # ... and the claim kept, not released
+    down["on"] = False
+    result = run(pipeline.poll())
+    assert result.ok and result.reconciled == 1, result.error
+    assert all(len(adapter.notes[str(i)]) == 1 for i in range(1, 4))
+    assert statuses(store) == {"applied": 3}
+    assert adapter.updates["2"] == 1  # the fields were not written again
+
+
+def test_note_refused_for_good_after_the_update_is_recorded(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(2))
+
+    def refuse_note(operation: str, ticket_id: str | None) -> None:
+        if operation == "note" and ticket_id == "1":
+            raise ProtocolError("POST /tickets/1/notes answered text/html that is not JSON")
+
+    adapter.hook = refuse_note
+    result = run(note_pipeline(store, adapter).poll())
+    assert result.ok and result.outcomes == {"applied": 2}
+    record = DecisionStore(store, "x").get("mem", "1")  # the moved ticket has its record, which names the failure
+    assert record.status == "applied" and record.applied == {"queue": "IT", "note": False}
+    assert "ProtocolError" in record.error and "note was not written" in record.reason
+
+
+def test_a_timed_out_update_that_may_have_been_applied_is_reconciled_not_released(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(2), note_in_update=True)
+    apply_update = adapter.update_ticket
+    lost = {"1"}
+
+    async def slow_update(ticket_id, change):
+        await apply_update(ticket_id, change)
+        if ticket_id in lost:  # applied, but the answer timed out
+            lost.discard(ticket_id)
+            raise TransientError("PATCH /tickets/1: timed out (ReadTimeout)")
+
+    adapter.update_ticket = slow_update  # type: ignore[method-assign]
+    pipeline = note_pipeline(store, adapter)
+    result = run(pipeline.poll())
+    assert isinstance(result.error, TransientError)
+    assert DecisionStore(store, "x").get("mem", "1").status == "claimed"  # not released: the ticket may be moved
+    result = run(pipeline.poll())
+    assert result.ok and result.reconciled == 1
+    assert statuses(store) == {"applied": 2}
+    assert len(adapter.notes["1"]) == 1 and adapter.updates["1"] == 1
+    assert "shows the planned values and the note" in DecisionStore(store, "x").get("mem", "1").reason
+
+
+def test_decision_lines_are_logged_once_when_recorded(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue #11 item 5e: a line per ticket, written when its outcome is stored, not before."""
+    adapter = MemoryAdapter(make_tickets(4))
+    caplog.set_level(logging.INFO, logger="connector.pipeline")
+    first = note_pipeline(store, adapter)
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed while recording outcomes")
+
+    first.decisions.finish_many = killed  # type: ignore[method-assign]
+    assert run(first.poll()).error is not None
+    assert [r for r in caplog.records if "decision system=mem" in r.getMessage()] == []  # nothing stored, nothing logged
+    result = run(note_pipeline(store, adapter).poll())
+    assert result.ok and result.reconciled == 4
+    lines = [r.getMessage() for r in caplog.records if "decision system=mem" in r.getMessage()]
+    assert sorted(line.split()[2] for line in lines) == ["ticket=1", "ticket=2", "ticket=3", "ticket=4"], lines
+    assert all("action=applied" in line and "queue=it(0.95)" in line for line in lines)

@@ -129,3 +129,85 @@ def test_stale_claim_of_another_instance_is_taken_over(store: Store) -> None:
     record = DecisionStore(store, "x").get("mem", "1")
     assert record.status == "applied" and record.claimed_by == "host-b"
     assert adapter.updates["1"] == 1
+
+
+# --------------------------------------------------------------------------- a kill between the fields and the note (issue #11)
+
+
+def crash_when_noting(adapter: MemoryAdapter, ticket_id: str) -> None:
+    """The process dies as it sends ``ticket_id``'s note, after its fields were written (two-request systems)."""
+
+    def hook(operation: str, tid: str | None) -> None:
+        if operation == "note" and tid == ticket_id:
+            raise Crash(f"killed while adding the note of {tid}")
+
+    adapter.hook = hook
+
+
+def test_killed_between_the_fields_and_the_note_then_the_note_is_written_once(store: Store) -> None:
+    """Issue #11 item 2a: the ticket was moved, the note not written; reconciliation writes it, once."""
+    adapter = MemoryAdapter(make_tickets(3))
+    crash_when_noting(adapter, "2")
+    assert isinstance(asyncio.run(pipeline(store, adapter).poll()).error, Crash)
+    assert adapter.tickets["2"].queue == "IT" and "2" not in adapter.notes
+    record = DecisionStore(store, "x").get("mem", "2")
+    assert record.status == "claimed" and record.note_pending  # recorded as pending before it was sent
+    adapter.hook = None
+    result = asyncio.run(pipeline(store, adapter).poll())
+    assert result.ok and result.reconciled == 1
+    assert [len(adapter.notes[t]) for t in ("1", "2", "3")] == [1, 1, 1]
+    assert adapter.notes["2"][0].text.endswith(f"[helpdesk-connector decision {record.id}]")
+    assert adapter.calls["find_note"] == 1 and adapter.updates["2"] == 1  # looked first; fields not written again
+    record = DecisionStore(store, "x").get("mem", "2")
+    assert record.status == "applied" and record.applied == {"queue": "IT", "note": True}
+    assert "note was written after restart" in record.reason
+    # a later poll finds nothing to do
+    asyncio.run(pipeline(store, adapter).poll())
+    assert len(adapter.notes["2"]) == 1
+
+
+def test_killed_after_the_note_was_sent_then_no_second_note(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(2))
+    first = pipeline(store, adapter)
+    write_note = adapter.add_note
+
+    async def note_then_die(ticket_id: str, note: str, subject: str) -> None:
+        await write_note(ticket_id, note, subject)
+        if ticket_id == "1":
+            raise Crash("killed right after the note request")
+
+    adapter.add_note = note_then_die  # type: ignore[method-assign]
+    assert isinstance(asyncio.run(first.poll()).error, Crash)
+    adapter.add_note = write_note  # type: ignore[method-assign]
+    result = asyncio.run(pipeline(store, adapter).poll())
+    assert result.ok and result.reconciled == 1
+    assert len(adapter.notes["1"]) == 1  # found by its marker: not written again
+    record = DecisionStore(store, "x").get("mem", "1")
+    assert record.status == "applied" and "shows the planned values and the note" in record.reason
+
+
+def test_killed_before_the_note_was_marked_pending_writes_it_without_looking(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(2))
+    first = pipeline(store, adapter)
+
+    def killed(*args, **kwargs):
+        raise Crash("killed after the fields, before the note was recorded as pending")
+
+    first.decisions.mark_writing = killed  # type: ignore[method-assign]
+    assert isinstance(asyncio.run(first.poll()).error, Crash)
+    assert adapter.tickets["1"].queue == "IT" and adapter.notes == {}
+    result = asyncio.run(pipeline(store, adapter).poll())
+    assert result.ok and result.reconciled == 2
+    assert all(len(adapter.notes[t]) == 1 for t in ("1", "2"))
+    assert adapter.calls["find_note"] == 0  # surely not sent: no look needed
+
+
+def test_one_request_system_killed_after_its_write_is_checked_by_marker(store: Store) -> None:
+    adapter = MemoryAdapter(make_tickets(2), note_in_update=True)
+    first = pipeline(store, adapter)
+    crash_when_recording(first)
+    assert isinstance(asyncio.run(first.poll()).error, Crash)
+    result = asyncio.run(pipeline(store, adapter).poll())
+    assert result.ok and result.reconciled == 2
+    assert adapter.calls["find_note"] == 2 and adapter.calls["note"] == 0
+    assert all(len(adapter.notes[t]) == 1 for t in ("1", "2")) and adapter.calls["update"] == 2

@@ -60,7 +60,7 @@ def test_low_confidence_fallback_and_leave() -> None:
     d = decide(prediction(qc=0.5, pc=0.5), system_config(routing=ROUTING), TICKET)
     assert d.fields["queue"].action == "fallback" and d.change.queue == "Triage"
     assert d.fields["priority"].action == "leave" and d.change.priority is None
-    assert "below threshold 0.70, fallback 'Triage'" in d.change.note
+    assert "below threshold 0.70, set to fallback 'Triage'" in d.change.note
 
 
 def test_nothing_to_change_is_skipped() -> None:
@@ -110,3 +110,19 @@ def test_field_without_a_model_is_left_alone() -> None:
     p = Prediction({"queue": prediction().fields["queue"]}, "queue=v3")
     d = decide(p, system_config(routing=ROUTING), TICKET)
     assert d.fields["priority"].action == "leave" and d.change.priority is None and d.change.queue == "Printers"
+
+
+def test_suggest_note_suggests_and_apply_note_says_what_was_set() -> None:
+    """Issue #11 item 4: in suggest mode nothing is set, so the note must not say "set to"."""
+    suggest = decide(prediction(qc=0.5), system_config(routing=ROUTING, mode="suggest"), TICKET).change.note
+    assert "set to" not in suggest
+    assert "queue: Hardware/Printer (0.50) -> below threshold 0.70, suggests fallback 'Triage'" in suggest
+    assert "priority: high (0.80) -> suggests '3 high'" in suggest
+    assert "model queue=v3,priority=v2" in suggest and "(suggest)" in suggest
+    applied = decide(prediction(qc=0.5), system_config(routing=ROUTING), TICKET).change.note
+    assert "suggests" not in applied
+    assert "queue: Hardware/Printer (0.50) -> below threshold 0.70, set to fallback 'Triage'" in applied
+    assert "priority: high (0.80) -> set to '3 high'" in applied
+    assert "model queue=v3,priority=v2" in applied
+    dry = decide(prediction(), system_config(routing=ROUTING, mode="dry-run"), TICKET)
+    assert "queue: Hardware/Printer (0.90) -> would set 'Printers'" in dry.reasons

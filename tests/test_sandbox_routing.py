@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tiny_model import build_tiny_model
 
-from adapters.generic_rest import GenericRestAdapter
+from adapters.generic_rest import GenericRestAdapter, GenericRestSettings
 from connector.config import load_config
 from connector.model.classifier import ClassifierHolder, TransformerClassifier
 from connector.pipeline import Pipeline
@@ -69,4 +69,45 @@ def test_sample_tickets_are_routed_once_through_the_example_config(tmp_path: Pat
             assert len(notes) == 1 and notes[0].internal and notes[0].subject == "Automatic routing"
     counts = DecisionStore(store, "x").counts()["sandbox"]
     assert sum(counts.values()) == total and counts.get("applied") == total, counts
+    store.dispose()
+
+
+def test_injected_5xx_and_timeouts_on_notes_lose_no_note_and_no_record(tmp_path: Path) -> None:
+    """Issue #11 item 2b on a real HTTP helpdesk: note requests fail with 5xx and time out after the fields
+    were written; every ticket still ends moved, with exactly one note and an ``applied`` record."""
+    from adapters.http import RetryPolicy
+    from routing_support import KeywordClassifier, system_config
+
+    system = system_config(
+        max_concurrent_writes=4,
+        page_size=50,
+        routing={"queue": {"map": {"it": "Hardware", "hr": "HR", "finance": "Billing"}, "threshold": 0.5},
+                 "priority": {"map": {"*": "{label}"}, "threshold": 0.5}},
+    )
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    with running_sandbox() as sandbox:
+        for i in range(40):
+            sandbox.db.create_ticket(f"printer {i}", "my printer is broken" if i % 3 else "urgent: invoice wrong")
+        sandbox.faults.add(path=r"/notes$", method="POST", status=500, times=4)
+        sandbox.faults.add(path=r"/notes$", method="POST", status=502, times=3)
+        sandbox.faults.add(path=r"/notes$", method="POST", status=0, delay=1.5, times=2)  # the client times out
+        settings = GenericRestSettings.model_validate({"base_url": sandbox.api, "timeout": 0.5, "retries": 2})
+
+        async def poll() -> object:
+            adapter = GenericRestAdapter("sandbox", settings, source_queues=["Inbox"], source_states=["new"])
+            pipeline = Pipeline("sandbox", system, adapter, DecisionStore(store, "t1"),
+                                ClassifierHolder(KeywordClassifier()), claim_timeout=60,
+                                note_retry=RetryPolicy(attempts=4, initial_wait=0.01, max_wait=0.05))
+            try:
+                return await pipeline.poll()
+            finally:
+                await adapter.aclose()
+
+        result = asyncio.run(poll())
+        assert result.ok, result.error  # type: ignore[attr-defined]
+        assert not sandbox.faults  # every fault was served
+        for ticket_id in range(1, 41):
+            assert sandbox.db.get_ticket(ticket_id).queue != "Inbox"
+            assert len(sandbox.db.list_notes(ticket_id)) == 1, ticket_id
+    assert DecisionStore(store, "x").counts()["sandbox"] == {"applied": 40}
     store.dispose()

@@ -88,8 +88,10 @@ def test_unfinished_own_and_stale_foreign_claims_are_taken_over_once(store: Stor
     assert sorted(r.ticket_id for r in mine) == ["1", "3"]
     assert a.get("rt", "3").claimed_by == "a"  # taken over
     assert [r.ticket_id for r in c.unfinished("rt", claim_timeout=900)] == []  # 2 is fresh, 3 is a's now
-    a.mark_writing("rt", "1")
-    assert a.get("rt", "1").attempts == 1
+    assert not a.get("rt", "1").note_pending
+    a.mark_writing("rt", "1")  # the note is about to be sent: from now on it may be on the ticket
+    record = a.get("rt", "1")
+    assert record.attempts == 1 and record.note_pending and record.applied == {"note": "pending"}
 
 
 def age_claim(store: Store, ticket_id: str, hours: float = 2) -> None:
@@ -177,10 +179,11 @@ def test_batched_claims_records_finishes_and_releases(store: Store) -> None:
     assert a.claim(new("2"))
     won = b.claim_many([new("1"), new("2"), new("3")], [(new("4"), "dry_run", "dry-run", None),
                                                        (new("5"), "failed", "cannot read", "ProtocolError: x")])
-    assert won == {"1", "3", "4", "5"}  # 2 was a's
+    assert set(won) == {"1", "3", "4", "5"}  # 2 was a's
+    assert all(b.get("rt", t).id == won[t] for t in won)  # each with its decision's id (the note's marker)
     assert b.get("rt", "2").claimed_by == "a"
     assert b.get("rt", "5").error == "ProtocolError: x" and b.get("rt", "5").decided_at is not None
-    assert b.claim_many([new("1")]) == set()
+    assert b.claim_many([new("1")]) == {}
     with pytest.raises(ValueError):
         b.claim_many([], [(new("9"), "claimed", None, None)])
     assert b.finish_many("rt", [("1", "applied", "ok", None, {"queue": "IT"}), ("2", "applied", None, None, None)]) == 1

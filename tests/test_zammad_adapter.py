@@ -439,6 +439,23 @@ def test_note_alone_is_a_ticket_article(server: RunningStandin, standin: ZammadS
     assert len(standin.notes(tid)) == 1
 
 
+def test_add_note_and_find_note_by_its_marker(server: RunningStandin, standin: ZammadStandin) -> None:
+    tid = standin.create_ticket("Printer", "jams")
+    adapter = make(server.url)
+    assert ZammadAdapter.note_in_update  # fields and note in one PUT: the pipeline sends them together
+
+    async def go() -> tuple[bool, bool, bool]:
+        before = await adapter.find_note(str(tid), "[helpdesk-connector decision 12]")
+        await adapter.add_note(str(tid), "suggests 'Sales'\n\n[helpdesk-connector decision 12]", "Automatic routing")
+        found = await adapter.find_note(str(tid), "[helpdesk-connector decision 12]")
+        other = await adapter.find_note(str(tid), "[helpdesk-connector decision 1]")  # a prefix is not a match
+        await adapter.aclose()
+        return before, found, other
+
+    assert run(go()) == (False, True, False)
+    assert [n["subject"] for n in standin.notes(tid)] == ["Automatic routing"] and standin.notes(tid)[0]["internal"]
+
+
 @pytest.mark.parametrize("change", [TicketChange(queue="No Such Group", note="n"),
                                     TicketChange(priority="9 cosmic", note="n")])
 def test_unknown_group_or_priority_writes_nothing(

@@ -32,6 +32,8 @@ CLAIMED = "claimed"
 FINAL_STATUSES = ("applied", "suggested", "dry_run", "skipped", "changed", "failed")
 #: statuses whose row means "the daemon wrote (or meant to write) to the ticket"
 ROUTED = "applied"
+#: ``applied["note"]`` of a claim whose note is being sent (it may be on the ticket)
+NOTE_PENDING = "pending"
 
 _IN_CHUNK = 500  # ids per IN (...) clause
 
@@ -40,6 +42,7 @@ _IN_CHUNK = 500  # ids per IN (...) clause
 class DecisionRecord:
     """A decision row, detached from the session."""
 
+    id: int
     system: str
     ticket_id: str
     status: str
@@ -59,6 +62,7 @@ class DecisionRecord:
     @classmethod
     def from_row(cls, row: Decision) -> DecisionRecord:
         return cls(
+            id=row.id,
             system=row.system,
             ticket_id=row.ticket_id,
             status=row.status,
@@ -75,6 +79,11 @@ class DecisionRecord:
             error=row.error,
             attempts=row.attempts or 0,
         )
+
+    @property
+    def note_pending(self) -> bool:
+        """Sending the note may have begun (:meth:`DecisionStore.mark_writing`): look for it before writing it."""
+        return self.applied.get("note") == NOTE_PENDING or self.attempts > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +137,7 @@ class DecisionStore:
 
     def claim(self, new: NewDecision) -> bool:
         """Insert the ticket's decision as ``claimed`` by this instance; False if it already has one."""
-        return self._insert(new, CLAIMED)
+        return self._insert(new, CLAIMED) is not None
 
     def record(
         self,
@@ -142,7 +151,7 @@ class DecisionStore:
         """Insert an already-final decision (dry_run, skipped, failed before any claim); False if decided before."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"not a final status: {status!r}")
-        return self._insert(new, status, reason=reason, error=error, applied=applied)
+        return self._insert(new, status, reason=reason, error=error, applied=applied) is not None
 
     def _insert(
         self,
@@ -152,7 +161,8 @@ class DecisionStore:
         reason: str | None = None,
         error: str | None = None,
         applied: Mapping[str, Any] | None = None,
-    ) -> bool:
+    ) -> int | None:
+        """The new row's id, or None when the ticket had a decision already."""
         now = utcnow()
         row = Decision(
             system=new.system,
@@ -175,18 +185,19 @@ class DecisionStore:
             with self.store.session() as session:
                 session.add(row)
         except IntegrityError:
-            return False
-        return True
+            return None
+        return row.id
 
     def claim_many(
         self,
         claims: Sequence[NewDecision],
         finals: Sequence[tuple[NewDecision, str, str | None, str | None]] = (),
-    ) -> set[str]:
+    ) -> dict[str, int]:
         """In one transaction: claim ``claims`` and record ``finals`` (decision, status, reason, error).
 
-        Returns the ticket ids this call inserted; the others had a decision
-        already (another daemon, an overlapping poll).  Uses ``INSERT … ON
+        Returns the ticket ids this call inserted, each with its decision's id
+        (the marker in the ticket's note); the others had a decision already
+        (another daemon, an overlapping poll).  Uses ``INSERT … ON
         CONFLICT DO NOTHING`` (SQLite, PostgreSQL): one commit for a whole page.
         """
         for _, status, _, _ in finals:
@@ -194,26 +205,26 @@ class DecisionStore:
                 raise ValueError(f"not a final status: {status!r}")
         rows = [(new, CLAIMED, None, None) for new in claims] + list(finals)
         if not rows:
-            return set()
+            return {}
         dialect = self.store.engine.dialect.name
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         elif dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         else:  # one transaction per row elsewhere
-            won = {n.ticket_id for n in claims if self.claim(n)}
-            won |= {n.ticket_id for n, status, reason, error in finals if self.record(n, status, reason=reason, error=error)}
-            return won
+            inserted = [(n.ticket_id, self._insert(n, CLAIMED)) for n in claims]
+            inserted += [(n.ticket_id, self._insert(n, st, reason=r, error=e)) for n, st, r, e in finals]
+            return {ticket_id: row_id for ticket_id, row_id in inserted if row_id is not None}
         now = utcnow()
         values = [self._row_values(new, status, now, reason=reason, error=error) for new, status, reason, error in rows]
         statement = (
             dialect_insert(Decision.__table__)
             .on_conflict_do_nothing(index_elements=["system", "ticket_id"])
-            .returning(Decision.__table__.c.ticket_id)
+            .returning(Decision.__table__.c.ticket_id, Decision.__table__.c.id)
         )
         with self.store.session() as session:
             # one multi-row INSERT … RETURNING per batch ("insertmanyvalues"): conflicting rows return nothing
-            return set(session.connection().execute(statement, values).scalars().all())
+            return {str(t): int(i) for t, i in session.connection().execute(statement, values).all()}
 
     def finish_many(self, system: str, items: Sequence[tuple[str, str, str | None, str | None, Mapping[str, Any] | None]]) -> int:
         """Finish several of this instance's claims in one transaction: (ticket_id, status, reason, error, applied)."""
@@ -287,7 +298,11 @@ class DecisionStore:
         }
 
     def mark_writing(self, system: str, ticket_id: str) -> None:
-        """Note that the write to the helpdesk is about to start (reconciliation reads ``attempts``)."""
+        """Record that the note is about to be sent (``applied = {"note": "pending"}``, ``attempts`` + 1).
+
+        From then on the note may be on the ticket: reconciliation looks for it
+        (:attr:`DecisionRecord.note_pending`) instead of writing it blindly.
+        """
         with self.store.session() as session:
             session.execute(
                 update(Decision)
@@ -297,7 +312,7 @@ class DecisionStore:
                     Decision.status == CLAIMED,
                     Decision.claimed_by == self.instance_id,
                 )
-                .values(attempts=Decision.attempts + 1)
+                .values(attempts=Decision.attempts + 1, applied={"note": NOTE_PENDING})
             )
 
     def finish(

@@ -44,7 +44,8 @@ class Decision(Base):
     original: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: what the daemon meant to write: {"queue":..,"priority":..,"note":bool}
     planned: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    #: what was written (empty for suggest/dry-run)
+    #: what was written: {"queue":..,"priority":..,"note": true|false|"unverified"}; {"note": "pending"} while
+    #: a claim's note is being sent (it may be on the ticket; the note carries "[helpdesk-connector decision <id>]")
     applied: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     reason: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)

@@ -162,6 +162,27 @@ def test_update_queue_priority_and_internal_note(rt: RtServer, source_queue: str
     assert calls == 3  # queue list (once per adapter), PUT, comment
 
 
+def test_add_note_and_find_note_by_its_marker(rt: RtServer, source_queue: str) -> None:
+    tid = rt.create_ticket(source_queue, "marker", "the customer's text, Grüße")
+    adapter = make_adapter(rt, [source_queue])
+    marker = "[helpdesk-connector decision 31]"
+
+    async def go() -> tuple[bool, bool, bool, int]:
+        before = await adapter.find_note(tid, marker)
+        await adapter.add_note(tid, f"queue: Hardware (0.93) -> suggests 'Hardware'\n\n{marker}", "Automatic routing")
+        calls = adapter.http.calls
+        found = await adapter.find_note(tid, marker)
+        prefix = await adapter.find_note(tid, "[helpdesk-connector decision 3]")
+        await adapter.aclose()
+        return before, found, prefix, adapter.http.calls - calls
+
+    assert not RequestTrackerAdapter.note_in_update  # RT: the fields and the comment are two requests
+    before, found, prefix, calls = run(go())
+    assert (before, found, prefix) == (False, True, False)
+    assert calls == 2  # one attachments search per look
+    assert [c for c in rt.comments(tid) if marker in c]
+
+
 def test_note_only_and_unchanged_values(rt: RtServer, source_queue: str) -> None:
     tid = rt.create_ticket(source_queue, "note only", "x", priority=20)
     adapter = make_adapter(rt, [source_queue])
