@@ -168,7 +168,7 @@ def test_default_ids_differ_and_neither_daemon_reconciles_the_others_claim(db_ur
         await b.setup()  # same host, default settings: both start
         try:
             # a has claimed ticket 1 and is writing it (an old claim: a slow helpdesk)
-            assert a.decisions.claim(NewDecision("mem", "1", "apply", planned={"queue": "IT", "note": True}))
+            assert a.decisions.claim(NewDecision("mem", "1", "apply", planned={"queue": "IT", "note": "routed by a"}))
             a.decisions.mark_writing("mem", "1")
             with store.session() as s:
                 s.execute(update(Decision).values(claimed_at=utcnow() - timedelta(hours=2)))
