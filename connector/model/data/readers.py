@@ -207,25 +207,28 @@ class _ArrayWalker:
 
     def __init__(self) -> None:
         self.state = "start"
-        self.depth = 0
+        #: ijson's prefix of the array's elements: ``item`` or ``tickets.item``
+        self.item_prefix = "item"
         self.start_line = 0
         self.builder = ijson.ObjectBuilder()
 
     def feed(self, events: list[tuple[str, str, Any]], line: int) -> Rows:
-        for _prefix, event, value in events:
+        for prefix, event, value in events:
             if self.state == "object":
-                if self._build(event, value):
+                self.builder.event(event, value)
+                if event == "end_map" and prefix == self.item_prefix:
+                    self.state = "array"
                     yield self.start_line, self.builder.value
             elif self.state == "array":
                 self._element(event, value, line)
             elif self.state != "done":
-                self._enter(event, value, line)
+                self._enter(prefix, event, value, line)
 
     def finish(self, line: int) -> None:
         if self.state != "done":
             raise _not_an_array(line)
 
-    def _enter(self, event: str, value: Any, line: int) -> None:
+    def _enter(self, prefix: str, event: str, value: Any, line: int) -> None:
         """Events before the array: ``[`` or ``{"tickets": [``."""
         if self.state == "start" and event == "start_map":
             self.state = "key"
@@ -236,7 +239,7 @@ class _ArrayWalker:
                 )
             self.state = "value"
         elif event == "start_array":
-            self.state = "array"
+            self.state, self.item_prefix = "array", f"{prefix}.item" if prefix else "item"
         else:
             raise _not_an_array(line)
 
@@ -246,21 +249,9 @@ class _ArrayWalker:
         elif event != "start_map":
             raise DataError(DataProblem("each element of the array must be an object", line=line))
         else:
-            self.state, self.start_line, self.depth = "object", line, 0
+            self.state, self.start_line = "object", line
             self.builder = ijson.ObjectBuilder()
-            self._build(event, value)
-
-    def _build(self, event: str, value: Any) -> bool:
-        """Feed one event to the object being built; True when the object is complete."""
-        self.builder.event(event, value)
-        if event in ("start_map", "start_array"):
-            self.depth += 1
-        elif event in ("end_map", "end_array"):
-            self.depth -= 1
-        if self.depth == 0:
-            self.state = "array"
-            return True
-        return False
+            self.builder.event(event, value)
 
 
 #: the reader of each format
