@@ -309,32 +309,45 @@ def test_validate_data_for_selected_fields() -> None:
         validate_data(data)
 
 
-def test_a_100_mb_file_streams_with_bounded_memory(tmp_path: Path) -> None:
-    """A 100 MB CSV is read row by row: peak Python memory stays far below the file size."""
-    path = tmp_path / "big.csv"
-    distinct = 300
-    bodies = [f"Ticket body {k}: the printer on floor {k % 5} jams again. " * 120 for k in range(distinct)]  # ~7 KB each
-    queues = ["Hardware", "Access", "Network", "Billing"]
-    target = 100 * 1024 * 1024
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        fh.write("subject,body,queue\n")
-        written = 0
-        i = 0
-        while written < target:
-            line = f"Subject {i % distinct},\"{bodies[i % distinct]}\",{queues[i % distinct % 4]}\n"
-            fh.write(line)
-            written += len(line)
-            i += 1
-    assert path.stat().st_size >= target
+BIG_FILE_BYTES = 100 * 1024 * 1024
+#: distinct tickets in the big files (everything else repeats them)
+BIG_DISTINCT = 300
+BIG_QUEUES = ("Hardware", "Access", "Network", "Billing")
+
+
+def big_body(k: int) -> str:
+    return f"Ticket body {k}: the printer on floor {k % 5} jams again. " * 120  # ~7 KB
+
+
+def load_measuring_peak(path: Path) -> tuple[LabeledData, int]:
+    """Load ``path``; the data and the peak of Python memory allocated meanwhile."""
     tracemalloc.start()
     try:
         data = load_labeled_file(path)
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert len(data) == distinct  # everything else was an exact duplicate
-    assert data.stats["rows"] == i
     assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a {path.stat().st_size / 2**20:.0f} MiB file"
+    return data, peak
+
+
+def test_a_100_mb_file_streams_with_bounded_memory(tmp_path: Path) -> None:
+    """A 100 MB CSV is read row by row: peak Python memory stays far below the file size."""
+    path = tmp_path / "big.csv"
+    bodies = [big_body(k) for k in range(BIG_DISTINCT)]
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        fh.write("subject,body,queue\n")
+        written = 0
+        i = 0
+        while written < BIG_FILE_BYTES:
+            line = f"Subject {i % BIG_DISTINCT},\"{bodies[i % BIG_DISTINCT]}\",{BIG_QUEUES[i % BIG_DISTINCT % 4]}\n"
+            fh.write(line)
+            written += len(line)
+            i += 1
+    assert path.stat().st_size >= BIG_FILE_BYTES
+    data, _peak = load_measuring_peak(path)
+    assert len(data) == BIG_DISTINCT  # everything else was an exact duplicate
+    assert data.stats["rows"] == i
 
 
 # --------------------------------------------------------------------------- the options object
@@ -446,27 +459,19 @@ def test_json_rows_keep_their_lines_and_values(tmp_path: Path) -> None:
 def test_a_huge_json_array_on_one_line_streams_with_bounded_memory(tmp_path: Path) -> None:
     """A 100 MB JSON array without a single line break is parsed element by element."""
     path = tmp_path / "big.json"
-    distinct = 300
-    bodies = [f"Ticket body {k}: the printer on floor {k % 5} jams again. " * 120 for k in range(distinct)]
-    queues = ["Hardware", "Access", "Network", "Billing"]
-    target = 100 * 1024 * 1024
+    bodies = [big_body(k) for k in range(BIG_DISTINCT)]
     with path.open("w", encoding="utf-8") as fh:
         fh.write("[")
         written = i = 0
-        while written < target:
-            item = json.dumps({"subject": f"Subject {i % distinct}", "body": bodies[i % distinct], "queue": queues[i % distinct % 4]})
+        while written < BIG_FILE_BYTES:
+            k = i % BIG_DISTINCT
+            item = json.dumps({"subject": f"Subject {k}", "body": bodies[k], "queue": BIG_QUEUES[k % 4]})
             fh.write(("," if i else "") + item)
             written += len(item) + 1
             i += 1
         fh.write("]")
-    assert path.stat().st_size >= target
-    tracemalloc.start()
-    try:
-        data = load_labeled_file(path)
-        _current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert len(data) == distinct
+    assert path.stat().st_size >= BIG_FILE_BYTES
+    data, _peak = load_measuring_peak(path)
+    assert len(data) == BIG_DISTINCT
     assert data.stats["rows"] == i
     assert set(data.lines) == {1}
-    assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a {path.stat().st_size / 2**20:.0f} MiB file"
