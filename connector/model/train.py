@@ -580,8 +580,9 @@ def train_field(
     net = _build_network(base, fd, settings, torch_device, notify)
     opt = _build_batches(net, fd, settings, half_precision)
     job = _Job(
-        fd, net, opt, settings, version or new_version(created_at), created_at, base, Path(output_dir), started,
-        notify, cancel, select_best, show_progress, on_epoch,
+        fd=fd, net=net, opt=opt, settings=settings, version=version or new_version(created_at), created_at=created_at,
+        base=base, output_dir=Path(output_dir), started=started, notify=notify, cancel=cancel, select_best=select_best,
+        show_progress=show_progress, on_epoch=on_epoch,
     )
     state = _run_epochs(job)
     evaluation = _evaluate(job, state)
