@@ -30,6 +30,7 @@ from connector.model.data.records import (
     clean_label,
 )
 
+
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
     """How to read labelled tickets.
@@ -64,6 +65,7 @@ class LoadOptions:
         return replace(base, **keywords) if keywords else base
 
     def column_spec(self) -> ColumnSpec:
+        """The text and label columns asked for (DataError for a bad combination or label column)."""
         return ColumnSpec.build(
             text_column=self.text_column,
             subject_column=self.subject_column,
