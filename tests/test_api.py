@@ -250,19 +250,20 @@ def test_train_data_invalid_names_line_and_problem(client: httpx.Client, content
 
 
 @pytest.mark.parametrize(
-    ("ctype", "content"),
+    ("ctype", "content", "problem"),
     [
-        ("application/x-ndjson", "[" * 1500 + "]" * 1500 + "\n"),
-        ("application/x-ndjson", '{"text": ' + "[" * 1500 + "]" * 1500 + ', "queue": "Hw"}\n'),
-        ("application/json", "[" + "[" * 1500 + "]" * 1500 + "]"),
-        ("application/json", '[{"text": "printer", "queue": ' + "[" * 1500 + "]" * 1500 + "}]"),
+        ("application/x-ndjson", "[" * 1500 + "]" * 1500 + "\n", "nested too deeply"),
+        ("application/x-ndjson", '{"text": ' + "[" * 1500 + "]" * 1500 + ', "queue": "Hw"}\n', "nested too deeply"),
+        # the JSON array is streamed event by event (no recursion): the first wrong thing is named
+        ("application/json", "[" + "[" * 1500 + "]" * 1500 + "]", "each element of the array must be an object"),
+        ("application/json", '[{"text": "printer", "queue": ' + "[" * 1500 + "]" * 1500 + "}]", "nested too deeply"),
     ],
 )
-def test_train_data_deeply_nested_json_is_400(client: httpx.Client, ctype: str, content: str) -> None:
+def test_train_data_deeply_nested_json_is_400(client: httpx.Client, ctype: str, content: str, problem: str) -> None:
     response = client.post("/api/v1/train-data", content=content, headers={"Content-Type": ctype})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_data"
-    assert "nested too deeply" in response.json()["error"]["message"]
+    assert problem in response.json()["error"]["message"]
 
 
 def test_train_data_empty_body_and_bad_multipart(client: httpx.Client) -> None:

@@ -250,10 +250,10 @@ def test_json_and_jsonl(tmp_path: Path) -> None:
 def test_json_array_streams_in_small_chunks(tmp_path: Path) -> None:
     import io
 
-    from connector.model.data import _iter_json_array
+    from connector.model.data import iter_json_array
 
     records = [{"text": f"ticket number {i} " + "x" * (i % 7), "queue": f"Q{i % 3}", "n": 1.5} for i in range(200)]
-    _header, rows = _iter_json_array(io.StringIO(json.dumps(records, indent=1)), chunk_size=7)
+    _header, rows = iter_json_array(io.StringIO(json.dumps(records, indent=1)), chunk_size=7)
     parsed = [obj for _line, obj in rows]
     assert parsed == records
 
@@ -309,29 +309,169 @@ def test_validate_data_for_selected_fields() -> None:
         validate_data(data)
 
 
-def test_a_100_mb_file_streams_with_bounded_memory(tmp_path: Path) -> None:
-    """A 100 MB CSV is read row by row: peak Python memory stays far below the file size."""
-    path = tmp_path / "big.csv"
-    distinct = 300
-    bodies = [f"Ticket body {k}: the printer on floor {k % 5} jams again. " * 120 for k in range(distinct)]  # ~7 KB each
-    queues = ["Hardware", "Access", "Network", "Billing"]
-    target = 100 * 1024 * 1024
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        fh.write("subject,body,queue\n")
-        written = 0
-        i = 0
-        while written < target:
-            line = f"Subject {i % distinct},\"{bodies[i % distinct]}\",{queues[i % distinct % 4]}\n"
-            fh.write(line)
-            written += len(line)
-            i += 1
-    assert path.stat().st_size >= target
+BIG_FILE_BYTES = 100 * 1024 * 1024
+#: distinct tickets in the big files (everything else repeats them)
+BIG_DISTINCT = 300
+BIG_QUEUES = ("Hardware", "Access", "Network", "Billing")
+
+
+def big_body(k: int) -> str:
+    return f"Ticket body {k}: the printer on floor {k % 5} jams again. " * 120  # ~7 KB
+
+
+def load_measuring_peak(path: Path) -> tuple[LabeledData, int]:
+    """Load ``path``; the data and the peak of Python memory allocated meanwhile."""
     tracemalloc.start()
     try:
         data = load_labeled_file(path)
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert len(data) == distinct  # everything else was an exact duplicate
-    assert data.stats["rows"] == i
     assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a {path.stat().st_size / 2**20:.0f} MiB file"
+    return data, peak
+
+
+def test_a_100_mb_file_streams_with_bounded_memory(tmp_path: Path) -> None:
+    """A 100 MB CSV is read row by row: peak Python memory stays far below the file size."""
+    path = tmp_path / "big.csv"
+    bodies = [big_body(k) for k in range(BIG_DISTINCT)]
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        fh.write("subject,body,queue\n")
+        written = 0
+        i = 0
+        while written < BIG_FILE_BYTES:
+            line = f"Subject {i % BIG_DISTINCT},\"{bodies[i % BIG_DISTINCT]}\",{BIG_QUEUES[i % BIG_DISTINCT % 4]}\n"
+            fh.write(line)
+            written += len(line)
+            i += 1
+    assert path.stat().st_size >= BIG_FILE_BYTES
+    data, _peak = load_measuring_peak(path)
+    assert len(data) == BIG_DISTINCT  # everything else was an exact duplicate
+    assert data.stats["rows"] == i
+
+
+# --------------------------------------------------------------------------- the options object
+
+
+def test_load_options_object_gives_the_same_data_as_keywords(tmp_path: Path) -> None:
+    from dataclasses import FrozenInstanceError
+
+    from connector.model.data import LoadOptions
+
+    path = write_csv(
+        tmp_path / "t.csv",
+        "Document,Topic_group,Prio",
+        ["printer jams,Hardware,1", "screen broken,Hardware,2", "password reset,Access,1", "vpn access,Access,2"],
+    )
+    options = LoadOptions(text_column="Document", label_columns=("queue=Topic_group", "Prio"))
+    by_options = load_labeled_file(path, options)
+    by_keywords = load_labeled_file(path, text_column="Document", label_columns=["queue=Topic_group", "Prio"])
+    assert by_options.fields == by_keywords.fields == ("queue", "Prio")
+    assert by_options.texts == by_keywords.texts and by_options.labels == by_keywords.labels
+    assert load_labeled_bytes(path.read_bytes(), options, filename="t.csv").labels == by_options.labels
+    with pytest.raises(FrozenInstanceError):
+        options.validate = False  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        load_labeled_file(path, options, no_such_option=True)  # type: ignore[call-arg]
+
+
+def test_keywords_override_the_options_object(tmp_path: Path) -> None:
+    from connector.model.data import LoadOptions
+
+    path = write_csv(tmp_path / "t.csv", "text,queue", ["a,Hardware", "b,Hardware", "c,Access", "d,Access", "e,HR"])
+    strict = LoadOptions(min_examples_per_class=2)
+    with pytest.raises(DataError, match="'HR' has 1 example"):
+        load_labeled_file(path, strict)
+    assert len(load_labeled_file(path, strict, validate=False)) == 5
+    assert strict.validate  # the object given is left as it was
+    assert LoadOptions.merged(strict, {"skip_invalid": True}) == LoadOptions(min_examples_per_class=2, skip_invalid=True)
+    # the format from the options wins over the file name
+    jsonl = tmp_path / "t.txt"
+    jsonl.write_text("\n".join(json.dumps({"text": t, "queue": q}) for t, q in [("a", "X"), ("b", "X"), ("c", "Y"), ("d", "Y")]))
+    assert len(load_labeled_file(jsonl, LoadOptions(format="jsonl"))) == 4
+
+
+# --------------------------------------------------------------------------- the streaming JSON reader (ijson)
+
+
+def test_malformed_json_array_names_the_line_of_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    path.write_text('[\n  {"text": "a", "queue": "X"},\n  {"text": "b", queue: "Y"}\n]\n', encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_labeled_file(path)
+    assert err.value.line == 3
+    assert err.value.source == str(path)
+    assert err.value.message.startswith("invalid JSON: ")
+    # a missing comma, on the line where the parser meets the next element
+    path.write_text('[\n  {"text": "a", "queue": "X"}\n  {"text": "b", "queue": "Y"}\n]\n', encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_labeled_file(path)
+    assert err.value.line == 3
+
+
+def test_unclosed_json_array_and_trailing_data_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    path.write_text('[\n{"text": "a", "queue": "X"},\n{"text": "b", "queue": "Y"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="never closed") as err:
+        load_labeled_file(path)
+    assert err.value.line == 4
+    path.write_text('[{"text": "a", "queue": "X"}, {"text": "b", "queue": "Y"}]\nnot json\n', encoding="utf-8")
+    with pytest.raises(DataError, match="invalid JSON") as err:
+        load_labeled_file(path, validate=False)
+    assert err.value.line == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"rows": [{"text": "a", "queue": "X"}]}', "must hold the tickets under 'tickets'"),
+        ("42", "must be an array of ticket objects"),
+        ('"tickets"', "must be an array of ticket objects"),
+        ('{"tickets": {"text": "a"}}', "must be an array of ticket objects"),
+        ("", "must be an array of ticket objects"),
+        ('[{"text": "a", "queue": "X"}, ["b", "Y"]]', "each element of the array must be an object"),
+    ],
+)
+def test_a_json_top_level_that_is_no_array_of_objects_is_rejected(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=message) as err:
+        load_labeled_file(path)
+    assert err.value.line == 1
+
+
+def test_json_rows_keep_their_lines_and_values(tmp_path: Path) -> None:
+    records = [{"text": f"ticket {i}", "queue": f"Q{i % 2}", "n": 1.5, "tags": ["a", {"b": None}]} for i in range(4)]
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"tickets": records}, indent=2), encoding="utf-8")
+    data = load_labeled_file(path)
+    # each object of the indented array takes 11 lines, the first starts on line 3
+    assert data.lines == [3, 14, 25, 36]
+    import io
+
+    from connector.model.data import iter_json_array
+
+    _header, rows = iter_json_array(io.StringIO(json.dumps(records)))
+    parsed = [obj for _line, obj in rows]
+    assert parsed == records and isinstance(parsed[0]["n"], float)
+
+
+def test_a_huge_json_array_on_one_line_streams_with_bounded_memory(tmp_path: Path) -> None:
+    """A 100 MB JSON array without a single line break is parsed element by element."""
+    path = tmp_path / "big.json"
+    bodies = [big_body(k) for k in range(BIG_DISTINCT)]
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write("[")
+        written = i = 0
+        while written < BIG_FILE_BYTES:
+            k = i % BIG_DISTINCT
+            item = json.dumps({"subject": f"Subject {k}", "body": bodies[k], "queue": BIG_QUEUES[k % 4]})
+            fh.write(("," if i else "") + item)
+            written += len(item) + 1
+            i += 1
+        fh.write("]")
+    assert path.stat().st_size >= BIG_FILE_BYTES
+    data, _peak = load_measuring_peak(path)
+    assert len(data) == BIG_DISTINCT
+    assert data.stats["rows"] == i
+    assert set(data.lines) == {1}

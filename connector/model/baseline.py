@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from connector.model.artifacts import TrainedModel, new_version, save_atomically
 from connector.model.classifier import META_FILE, FieldPrediction, LabelScore, ModelLoadError, Prediction
 from connector.model.data import DataError, LabeledData
 from connector.model.evaluate import FieldEvaluation, evaluate_predictions
@@ -79,7 +79,7 @@ class BaselineResult:
     evaluation: FieldEvaluation
     train_seconds: float
     #: the saved model directory (when ``output_dir`` was given)
-    trained: Any = None
+    trained: TrainedModel | None = None
 
 
 def train_baseline(
@@ -124,11 +124,9 @@ def save_linear(
     data: LabeledData,
     *,
     version: str | None = None,
-) -> Any:
+) -> TrainedModel:
     """Save to ``<output_dir>/<field>/<version>-linear`` (temporary directory, then rename)."""
     import joblib
-
-    from connector.model.train import TrainedModel, _save_atomically, new_version
 
     created = datetime.now(UTC)
     trained = TrainedModel(
@@ -143,7 +141,7 @@ def save_linear(
         training={},
         kind="linear",
     )
-    _save_atomically(trained, lambda tmp: joblib.dump(model, tmp / LINEAR_FILE))
+    save_atomically(trained, lambda tmp: joblib.dump(model, tmp / LINEAR_FILE))
     return trained
 
 
