@@ -209,18 +209,17 @@ def test_job_running_in_another_process_blocks_training(tmp_path: Path) -> None:
     store.dispose()
 
 
-def test_worker_lowers_its_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from connector.api import train_worker
+def test_worker_lowers_its_priority_by_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector.training import worker
 
     niced: list[int] = []
-    monkeypatch.setattr(train_worker.os, "nice", lambda inc: niced.append(inc) or inc)
-    train_worker._lower_priority()
-    assert niced == [train_worker.NICE_INCREMENT]
+    monkeypatch.setattr(worker.os, "nice", lambda inc: niced.append(inc) or inc)
+    worker.lower_priority(7)
+    worker.lower_priority(0)  # 0: the priority is left alone
+    assert niced == [7]
 
-    spec = JobSpec(
-        job_id=1, store_url="sqlite://", state_dir=str(tmp_path), models_dir=str(tmp_path), dataset_id=1,
-        dataset_path="x", fields=["queue"], model={}, training={},
-    )
+    config = make_config(tmp_path, tokens=True)
+    spec = JobSpec.build(config, 1, "api", {"dataset_id": 1, "fields": ["queue"]})
     spec.write(tmp_path / "spec.json")
     assert JobSpec.read(tmp_path / "spec.json") == spec
     assert "token" not in (tmp_path / "spec.json").read_text()
@@ -229,7 +228,7 @@ def test_worker_lowers_its_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_parent_watch_acts_only_when_the_parent_is_gone() -> None:
     import threading
 
-    from connector.api.train_worker import ParentWatch
+    from connector.training.parent import ParentWatch
 
     cancel = threading.Event()
     alive = ParentWatch(os.getppid(), cancel)
@@ -248,8 +247,8 @@ def test_worker_respects_the_shared_training_lock(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from connector.api import train_worker
-    from connector.training_lock import training_lock_path
+    from connector.training import worker
+    from connector.training.lock import training_lock_path
     from connector.store.db import utcnow
 
     config = _config(tmp_path)
@@ -259,11 +258,7 @@ def test_worker_respects_the_shared_training_lock(tmp_path: Path) -> None:
         s.add(job)
         s.flush()
         job_id = job.id
-    spec = JobSpec(
-        job_id=job_id, store_url=config.store_url, state_dir=str(config.state_dir), models_dir=str(config.models_dir),
-        dataset_id=1, dataset_path=str(tmp_path / "none.jsonl"), fields=["queue"],
-        model=config.model.model_dump(mode="json"), training=config.training.model_dump(mode="json"),
-    )
+    spec = JobSpec.build(config, job_id, "api", {"dataset_id": 1, "fields": ["queue"]})
     config.state_dir.mkdir(parents=True, exist_ok=True)
     # another process (e.g. the learning loop's retraining) holds the lock
     holder = subprocess.Popen(
@@ -273,7 +268,7 @@ def test_worker_respects_the_shared_training_lock(tmp_path: Path) -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
-        assert train_worker.run(spec) == 1
+        assert worker.run(spec) == 1
     finally:
         holder.kill()
         holder.wait()

@@ -14,15 +14,13 @@ from sqlalchemy import select
 from connector.config import AppConfig
 from connector.learning.export import Exporter
 from connector.learning.retrain import (
+    JOB_KIND,
     RetrainBusy,
-    _create_job,
-    _spawn,
     active_job,
-    job_directory,
     job_result,
     retrain,
+    retrain_params,
     should_retrain,
-    worker_spec,
 )
 from connector.model.classifier import ClassifierHolder
 from connector.model.registry import ModelRegistry
@@ -128,14 +126,10 @@ def test_better_challenger_is_promoted_and_hot_swapped_then_worse_one_is_not(env
 def test_killed_training_leaves_the_active_model_and_the_next_run_works(env) -> None:
     config, store = env
     slow = config.model_copy(update={"training": config.training.model_copy(update={"epochs": 100})})
-    job_id = _create_job(slow, store, "manual", False, None)
-    directory = job_directory(slow, job_id)
-    directory.mkdir(parents=True, exist_ok=True)
-    spec = directory / "spec.json"
-    import json
+    from connector.training.runner import TrainingRunner
 
-    spec.write_text(json.dumps(worker_spec(slow, job_id, force=False, base_dataset=None, store_url=store.url)))
-    proc = _spawn(slow, spec, directory / "worker.log")
+    started = TrainingRunner(slow, store).start(JOB_KIND, trigger="manual", params=retrain_params(slow, force=False, base_dataset=None))
+    job_id, proc, directory = started.job_id, started.proc, started.directory
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -226,7 +220,9 @@ def test_status_reports_a_killed_training_as_failed_not_running(tmp_path: Path) 
 
     config = plain_config(tmp_path)
     store = make_store(tmp_path)
-    killed = _create_job(config, store, "manual", False, None)
+    from connector.training.jobs import create_job
+
+    killed = create_job(store, kind=JOB_KIND, trigger="manual", params=retrain_params(config, force=False, base_dataset=None))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a worker killed with -9: its pid is gone, its row still says running
     with store.session() as s:

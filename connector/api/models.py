@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from connector.api.schemas import ModelVersionOut
 from connector.config import AppConfig
 from connector.model.classifier import ModelLoadError
 from connector.model.registry import ModelInfo, ModelRegistry
 from connector.model.registry import RegistryError as _LifecycleRegistryError
-from connector.model.settings import TrainingSettings
 from connector.store.db import Store
-
-#: the API's names for the registry's activation policies
-ACTIVATION_POLICIES = {"if_better": "auto", "always": "always", "never": "never"}
-
 
 class RegistryError(Exception):
     """A model operation the API answers with ``status`` and ``code``."""
@@ -68,18 +61,3 @@ class ModelOps:
         except ModelLoadError as exc:
             raise RegistryError(f"the earlier model cannot be loaded: {exc}", code="unusable_model") from None
         return changed
-
-
-def register_and_activate(
-    store: Store, run: Any, *, mode: str, training: TrainingSettings, models_dir: str, device: str = "cpu"
-) -> dict[str, Any]:
-    """Register a finished :class:`~connector.model.train.TrainingRun`; what the activation policy decided."""
-    registry = ModelRegistry(store, models_dir, device=device)
-    decisions = registry.add_run(
-        run,
-        activate=ACTIVATION_POLICIES.get(mode, "auto"),  # type: ignore[arg-type]
-        epsilon=training.promote_epsilon,
-        min_gain=training.promote_min_gain,
-        keep=training.keep_versions,
-    )
-    return {d.field: d.as_dict() for d in decisions}

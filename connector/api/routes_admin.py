@@ -274,7 +274,6 @@ async def _start_job(ctx: ApiContext, body: TrainRequest) -> int:
     try:
         return await ctx.jobs.start(
             dataset_id=dataset.id,
-            dataset_path=dataset.path,
             fields=fields,
             base_model=base_model,
             epochs=body.epochs,

@@ -1,7 +1,7 @@
 """One training at a time, across the REST API's jobs and the learning loop's retraining.
 
-Every training process holds the file lock at :func:`training_lock_path`; a
-``training_jobs`` row counts as running while its process (:func:`pid_alive`) lives.
+Every training worker holds the file lock at :func:`training_lock_path` for its whole life;
+a ``training_jobs`` row counts as queued/running while its process (:func:`pid_alive`) lives.
 """
 
 from __future__ import annotations
