@@ -52,6 +52,9 @@ def test_classic_calls_end_to_end(tmp_path: Path) -> None:
         dataset_id = upload.json()["id"]
 
         # 2. train asynchronously, no body: 202 with a job id at once
+        from connector.metrics import TRAINING_JOBS
+
+        succeeded_before = TRAINING_JOBS.labels(state="succeeded")._value.get()
         started = time.monotonic()
         response = client.post("/api/v1/train", headers={"Prefer": "respond-async"})
         assert time.monotonic() - started < 5
@@ -74,6 +77,11 @@ def test_classic_calls_end_to_end(tmp_path: Path) -> None:
         assert set(job["metrics"]["fields"]) == {"queue", "priority"}
         assert set(job["metrics"]["activation"]) == {"queue", "priority"}
         assert job["started_at"] and job["finished_at"]
+        # counted in this (the server's) process's training_jobs_total once the job settled
+        deadline = time.monotonic() + 10
+        while TRAINING_JOBS.labels(state="succeeded")._value.get() == succeeded_before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert TRAINING_JOBS.labels(state="succeeded")._value.get() == succeeded_before + 1
 
         # 3. the new model activated and used by classify
         response = client.post(f"/api/v1/models/{version}/activate")
@@ -275,4 +283,61 @@ def test_worker_respects_the_shared_training_lock(tmp_path: Path) -> None:
     with store.session() as s:
         row = s.get(TrainingJob, job_id)
         assert row is not None and row.state == "failed" and "training lock" in (row.error or "")
+    store.dispose()
+
+
+def test_api_worker_runs_at_the_learning_training_nice(tmp_path: Path) -> None:
+    """One way to lower the priority: ``learning.training_nice`` applies to API jobs too (was a fixed +10)."""
+    config = _config(tmp_path)
+    config.learning.training_nice = 3
+    store = Store(config.store_url)
+    install_tiny_models(config, store)
+    with live_api(config, store) as (client, _app):
+        client.post("/api/v1/train-data", content=sample_csv(), headers={"Content-Type": "text/csv"})
+        job_id = client.post("/api/v1/train?wait=false", json={"fields": ["queue"], "epochs": 50}).json()["job_id"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with store.session() as s:
+                row = s.get(TrainingJob, job_id)
+                assert row is not None
+                if row.state == "running" and row.progress > 0:
+                    pid = row.pid
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.fail("training did not start")
+        assert pid is not None
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 3)
+        assert client.delete(f"/api/v1/train/{job_id}").json()["state"] == "cancelled"
+        assert _wait_gone(pid)
+    store.dispose()
+
+
+def test_api_promotion_scores_with_the_served_length_and_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One promotion rule: API jobs score candidates as the learning loop does, with model.max_length and cpu_precision."""
+    from connector.model import classifier
+    from connector.model.data import LabeledData
+    from connector.model.train import TrainedModel, TrainingRun
+    from connector.training.recipes.promotion import register_and_activate
+
+    config = _config(tmp_path)
+    config.model.max_length = 24
+    config.model.cpu_precision = "fp32"
+    store = Store(config.store_url)
+    install_tiny_models(config, store, version="tiny-1")
+    path = build_tiny_model(config.models_dir / "queue" / "tiny-2", QUEUES, version="tiny-2", field="queue")
+    holdout = LabeledData(["printer jam", "vpn down", "printer toner", "vpn slow"], {"queue": [QUEUES[0], QUEUES[1], QUEUES[0], QUEUES[1]]})
+    run = TrainingRun("tiny-2", {"queue": TrainedModel.from_dir(path)}, {}, holdout, "fp", 0.0)
+    loaded: list[tuple[int, str]] = []
+    original = classifier.FieldModel.__init__
+
+    def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+        loaded.append((kwargs.get("max_length"), kwargs.get("cpu_precision")))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(classifier.FieldModel, "__init__", recording)
+    decisions = register_and_activate(config, store, run, mode="if_better", training=config.training)
+    assert set(decisions) == {"queue"}
+    scoring = [load for load in loaded if load[0] is not None]  # the registry's load check passes no length
+    assert scoring and set(scoring) == {(24, "fp32")}
     store.dispose()

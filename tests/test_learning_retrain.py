@@ -245,3 +245,27 @@ def test_status_reports_a_killed_training_as_failed_not_running(tmp_path: Path) 
     jobs = learning_status(config, store)["retraining_jobs"]
     assert [(j["id"], j["state"]) for j in jobs] == [(live_id, "running"), (killed, "failed")]
     store.dispose()
+
+
+def test_busy_training_lock_fails_the_retraining_like_an_api_job(env) -> None:
+    """One outcome for a busy lock: the job ends ``failed`` (the learning loop said ``cancelled`` before)."""
+    import subprocess
+    import sys
+
+    from connector.training.lock import training_lock_path
+
+    config, store = env
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; l = FileLock(sys.argv[1]); "
+         "l.acquire(); print('held', flush=True); time.sleep(60)", str(training_lock_path(config.state_dir))],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        result = retrain(config, store, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.state == "failed" and "training lock" in (result.error or "")
+    assert active_version(store) == "champ-0"
