@@ -15,6 +15,7 @@ from connector.api.jobs import JobSpec, job_dir
 from connector.store.db import Store
 from connector.store.tables import TrainingJob
 from tiny_model import build_tiny_model
+from training_helpers import held_training_lock
 
 
 def _config(tmp: Path) -> Any:
@@ -123,6 +124,8 @@ def test_classic_train_waits_for_its_model_on_a_fresh_install(tmp_path: Path) ->
 def test_train_answers_when_its_wait_limit_passes(tmp_path: Path) -> None:
     config = _config(tmp_path)
     config.api.train_wait_s = 1.0
+    # one way to lower the priority: learning.training_nice applies to API jobs too (was a fixed +10)
+    config.learning.training_nice = 3
     store = Store(config.store_url)
     install_tiny_models(config, store)
     with live_api(config, store) as (client, _app):
@@ -135,8 +138,22 @@ def test_train_answers_when_its_wait_limit_passes(tmp_path: Path) -> None:
         assert body["state"] in ("queued", "running")
         assert "still running after 1 s" in body["message"] and body["status_url"] in body["message"]
         assert response.headers["location"] == body["status_url"]
+        pid = _running_pid(store, body["job_id"])
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 3)
         assert client.delete(body["status_url"]).json()["state"] == "cancelled"
     store.dispose()
+
+
+def _running_pid(store: Store, job_id: int, timeout: float = 60.0) -> int:
+    """The pid of the job's worker once it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with store.session() as s:
+            row = s.get(TrainingJob, job_id)
+            if row is not None and row.state == "running" and row.pid:
+                return row.pid
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not start running")
 
 
 def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
@@ -252,12 +269,8 @@ def test_parent_watch_acts_only_when_the_parent_is_gone() -> None:
 
 
 def test_worker_respects_the_shared_training_lock(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from connector.training import worker
-    from connector.training.lock import training_lock_path
     from connector.store.db import utcnow
+    from connector.training import worker
 
     config = _config(tmp_path)
     store = Store(config.store_url)
@@ -267,49 +280,11 @@ def test_worker_respects_the_shared_training_lock(tmp_path: Path) -> None:
         s.flush()
         job_id = job.id
     spec = JobSpec.build(config, job_id, "api", {"dataset_id": 1, "fields": ["queue"]})
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    # another process (e.g. the learning loop's retraining) holds the lock
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from filelock import FileLock; l = FileLock(sys.argv[1]); "
-         "l.acquire(); print('held', flush=True); time.sleep(60)", str(training_lock_path(config.state_dir))],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+    with held_training_lock(config.state_dir):  # e.g. the learning loop's retraining
         assert worker.run(spec) == 1
-    finally:
-        holder.kill()
-        holder.wait()
     with store.session() as s:
         row = s.get(TrainingJob, job_id)
         assert row is not None and row.state == "failed" and "training lock" in (row.error or "")
-    store.dispose()
-
-
-def test_api_worker_runs_at_the_learning_training_nice(tmp_path: Path) -> None:
-    """One way to lower the priority: ``learning.training_nice`` applies to API jobs too (was a fixed +10)."""
-    config = _config(tmp_path)
-    config.learning.training_nice = 3
-    store = Store(config.store_url)
-    install_tiny_models(config, store)
-    with live_api(config, store) as (client, _app):
-        client.post("/api/v1/train-data", content=sample_csv(), headers={"Content-Type": "text/csv"})
-        job_id = client.post("/api/v1/train?wait=false", json={"fields": ["queue"], "epochs": 50}).json()["job_id"]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with store.session() as s:
-                row = s.get(TrainingJob, job_id)
-                assert row is not None
-                if row.state == "running" and row.progress > 0:
-                    pid = row.pid
-                    break
-            time.sleep(0.1)
-        else:
-            pytest.fail("training did not start")
-        assert pid is not None
-        assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 3)
-        assert client.delete(f"/api/v1/train/{job_id}").json()["state"] == "cancelled"
-        assert _wait_gone(pid)
     store.dispose()
 
 

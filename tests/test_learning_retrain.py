@@ -30,6 +30,7 @@ from connector.store.db import Store
 from connector.store.tables import ModelVersion, TrainingJob
 from learning_helpers import FakeAdapter, make_store, make_tickets
 from tiny_model import build_tiny_model
+from training_helpers import held_training_lock
 
 LABELS = ["Access", "HR", "Hardware"]
 
@@ -249,23 +250,53 @@ def test_status_reports_a_killed_training_as_failed_not_running(tmp_path: Path) 
 
 def test_busy_training_lock_fails_the_retraining_like_an_api_job(env) -> None:
     """One outcome for a busy lock: the job ends ``failed`` (the learning loop said ``cancelled`` before)."""
+    config, store = env
+    with held_training_lock(config.state_dir):
+        result = retrain(config, store, timeout=120)
+    assert result.state == "failed" and "training lock" in (result.error or "")
+    assert active_version(store) == "champ-0"
+
+
+def test_retraining_worker_dies_with_its_killed_starter(env) -> None:
+    """The worker's life is tied to its starter for every kind: a retraining started by a killed daemon stops."""
     import subprocess
     import sys
 
-    from connector.training.lock import training_lock_path
+    from connector.training.jobs import JobSpec, create_job, job_dir
 
     config, store = env
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from filelock import FileLock; l = FileLock(sys.argv[1]); "
-         "l.acquire(); print('held', flush=True); time.sleep(60)", str(training_lock_path(config.state_dir))],
-        stdout=subprocess.PIPE,
+    slow = config.model_copy(update={"training": config.training.model_copy(update={"epochs": 100})})
+    job_id = create_job(store, kind=JOB_KIND, trigger="schedule", params=retrain_params(slow, force=False, base_dataset=None))
+    spec_path = job_dir(slow, job_id) / "spec.json"
+    JobSpec.build(slow, job_id, JOB_KIND, retrain_params(slow, force=False, base_dataset=None), store_url=store.url).write(spec_path)
+    # a stand-in daemon: names itself the starter, starts the worker, then is killed with -9
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import json, os, subprocess, sys, time; p = sys.argv[1]; s = json.load(open(p)); "
+         "s['parent_pid'] = os.getpid(); json.dump(s, open(p, 'w')); "
+         "subprocess.Popen([sys.executable, '-m', 'connector.training.worker', p], start_new_session=True); time.sleep(300)",
+         str(spec_path)],
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
-        result = retrain(config, store, timeout=120)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with store.session() as s:
+                job = s.get(TrainingJob, job_id)
+                if job.state == "running" and job.progress > 0.05:
+                    worker = job.pid
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("training did not start")
+        starter.kill()
     finally:
-        holder.kill()
-        holder.wait()
-    assert result.state == "failed" and "training lock" in (result.error or "")
+        starter.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and job_result(store, job_id).state == "running":
+        time.sleep(0.2)
+    result = job_result(store, job_id)
+    assert result.state == "failed" and "the process that started it" in (result.error or ""), result
     assert active_version(store) == "champ-0"
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):
+            os.kill(worker, 0)
+            time.sleep(0.2)

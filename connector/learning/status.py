@@ -23,6 +23,7 @@ from connector.learning.corrections import automatic_share, override_rates
 from connector.learning.retrain import JOB_KIND, latest_jobs, new_since_last_retrain
 from connector.store.db import Store, as_utc, utcnow
 from connector.store.tables import TrainingExample, TrainingJob
+from connector.training.jobs import job_kind
 
 
 def _distribution(counts: dict[str, int]) -> dict[str, float]:
@@ -45,35 +46,30 @@ def _training_counts(store: Store, version: str, field: str, fallback: dict[str,
             select(TrainingJob).where(TrainingJob.state == "succeeded").order_by(TrainingJob.id.desc()).limit(200)
         ):
             m = job.metrics or {}
-            if (job.params or {}).get("kind") == JOB_KIND and m.get("version") == version:
+            if job_kind(job.params) == JOB_KIND and m.get("version") == version:
                 return {k: int(v) for k, v in (m.get("label_counts") or {}).get(field, {}).items()}, "training data"
     per_class = fallback.get("per_class") or {}
     counts = {k: int(v.get("support", 0)) for k, v in per_class.items() if isinstance(v, dict) and "support" in v}
     return counts, "validation set"
 
 
-def learning_status(config: AppConfig, store: Store) -> dict[str, Any]:
-    from connector.model.registry import ModelRegistry
-
-    now = utcnow()
-    window = now - timedelta(days=config.learning.drift_window_days)
+def _recent_labels(config: AppConfig, store: Store, since: Any) -> dict[str, Counter[str]]:
+    """Label counts per field of the examples resolved (or stored) since ``since``."""
     with store.session() as session:
-        rates = [r.as_dict() for r in override_rates(session)]
-        shares = automatic_share(session)
-        stored = session.scalar(select(func.count()).select_from(TrainingExample)) or 0
-        held = session.scalar(select(func.count()).select_from(TrainingExample).where(TrainingExample.is_eval.is_(True))) or 0
-        recent_rows = session.execute(
-            select(TrainingExample.labels).where(
-                func.coalesce(TrainingExample.resolved_at, TrainingExample.created_at) >= window
-            )
+        rows = session.execute(
+            select(TrainingExample.labels).where(func.coalesce(TrainingExample.resolved_at, TrainingExample.created_at) >= since)
         ).all()
     recent: dict[str, Counter[str]] = {f: Counter() for f in config.model.fields}
-    for (labels,) in recent_rows:
+    for (labels,) in rows:
         for f in config.model.fields:
             value = (labels or {}).get(f)
             if value:
                 recent[f][str(value)] += 1
+    return recent
 
+
+def _corrections(rates: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per system and field: automatic writes, how many a person corrected, the rate."""
     corrections: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rates:
         per_field = corrections.setdefault(r["system"], {}).setdefault(r["field"], {"applied": 0, "corrected": 0})
@@ -82,6 +78,11 @@ def learning_status(config: AppConfig, store: Store) -> dict[str, Any]:
     for per_system in corrections.values():
         for per_field in per_system.values():
             per_field["rate"] = round(per_field["corrected"] / per_field["applied"], 4) if per_field["applied"] else 0.0
+    return corrections
+
+
+def _models_and_drift(config: AppConfig, store: Store, recent: dict[str, Counter[str]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    from connector.model.registry import ModelRegistry
 
     models: dict[str, Any] = {}
     drift: dict[str, Any] = {}
@@ -109,11 +110,22 @@ def learning_status(config: AppConfig, store: Store) -> dict[str, Any]:
             "recent": {k: round(v, 4) for k, v in sorted(_distribution(recent_counts).items())},
             "trained": {k: round(v, 4) for k, v in sorted(_distribution(trained_on).items())},
         }
+    return models, drift
 
+
+def learning_status(config: AppConfig, store: Store) -> dict[str, Any]:
+    now = utcnow()
+    with store.session() as session:
+        rates = [r.as_dict() for r in override_rates(session)]
+        shares = automatic_share(session)
+        stored = session.scalar(select(func.count()).select_from(TrainingExample)) or 0
+        held = session.scalar(select(func.count()).select_from(TrainingExample).where(TrainingExample.is_eval.is_(True))) or 0
+    recent = _recent_labels(config, store, now - timedelta(days=config.learning.drift_window_days))
+    models, drift = _models_and_drift(config, store, recent)
     return {
         "learning_enabled": config.learning.enabled,
         "automatic_share": shares,
-        "corrections": corrections,
+        "corrections": _corrections(rates),
         "override_rates": rates,
         "examples": {"stored": int(stored), "held_apart": int(held), "new_since_last_retrain": new_since_last_retrain(store)},
         "active_models": models,
