@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -124,6 +125,19 @@ def test_better_challenger_is_promoted_and_hot_swapped_then_worse_one_is_not(env
     assert versions == {new_version, result.metrics["version"]}
 
 
+def _wait_training(store: Store, job_id: int, alive: Any) -> int:
+    """Wait until the job's worker trains (past 0.05: the data is prepared, the first batches ran); its pid."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with store.session() as s:
+            job = s.get(TrainingJob, job_id)
+            if job.state == "running" and job.progress > 0.05:
+                return job.pid
+        assert alive() is True, alive()
+        time.sleep(0.2)
+    pytest.fail("training did not start")
+
+
 def test_killed_training_leaves_the_active_model_and_the_next_run_works(env) -> None:
     config, store = env
     slow = config.model_copy(update={"training": config.training.model_copy(update={"epochs": 100})})
@@ -132,17 +146,7 @@ def test_killed_training_leaves_the_active_model_and_the_next_run_works(env) -> 
     started = TrainingRunner(slow, store).start(JOB_KIND, trigger="manual", params=retrain_params(slow, force=False, base_dataset=None))
     job_id, proc, directory = started.job_id, started.proc, started.directory
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with store.session() as s:
-                job = s.get(TrainingJob, job_id)
-                # past 0.05 = the data is prepared and the first batches of training ran
-                if job.state == "running" and job.progress > 0.05:
-                    break
-            assert proc.poll() is None, (directory / "worker.log").read_text()
-            time.sleep(0.2)
-        else:
-            pytest.fail("training did not start")
+        _wait_training(store, job_id, lambda: proc.poll() is None or (directory / "worker.log").read_text())
         # the worker runs with a lower priority than this process
         assert os.getpriority(os.PRIO_PROCESS, proc.pid) >= min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
         # a second retraining is refused while this one runs
@@ -277,16 +281,7 @@ def test_retraining_worker_dies_with_its_killed_starter(env) -> None:
          str(spec_path)],
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with store.session() as s:
-                job = s.get(TrainingJob, job_id)
-                if job.state == "running" and job.progress > 0.05:
-                    worker = job.pid
-                    break
-            time.sleep(0.2)
-        else:
-            pytest.fail("training did not start")
+        worker = _wait_training(store, job_id, lambda: starter.poll() is None)
         starter.kill()
     finally:
         starter.wait(timeout=30)
