@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -332,7 +333,16 @@ def models_list(
         typer.echo("no model registered yet: run helpdesk-connector train DATA")
 
 
-def _print_active(infos: list[Any], json_out: bool, done: str) -> None:
+def _switch_active(config: Path | None, json_out: bool, done: str, switch: Callable[[Any], list[Any]]) -> None:
+    """Change the active versions with ``switch(registry)`` and report each field as ``done``."""
+    from connector.model.classifier import ModelLoadError
+    from connector.model.registry import RegistryError
+
+    cfg = _load_config(config)
+    try:
+        infos = switch(_registry(cfg))
+    except (RegistryError, ModelLoadError) as exc:
+        raise _fail(str(exc)) from None
     if json_out:
         typer.echo(json.dumps({"active": [i.as_dict() for i in infos]}, ensure_ascii=False))
         return
@@ -347,15 +357,8 @@ def models_activate(
     json_out: JsonOption = False,
 ) -> None:
     """Serve VERSION; a running daemon switches to it without a restart."""
-    from connector.model.classifier import ModelLoadError
-    from connector.model.registry import RegistryError
-
-    cfg = _load_config(config)
-    try:
-        infos = _registry(cfg).activate(version, field=field, reason="activated by the CLI")
-    except (RegistryError, ModelLoadError) as exc:
-        raise _fail(str(exc)) from None
-    _print_active(infos, json_out, "{version} is active")
+    _switch_active(config, json_out, "{version} is active",
+                   lambda registry: registry.activate(version, field=field, reason="activated by the CLI"))
 
 
 def models_rollback(
@@ -364,15 +367,8 @@ def models_rollback(
     json_out: JsonOption = False,
 ) -> None:
     """Go back to the version that was active before the current one."""
-    from connector.model.classifier import ModelLoadError
-    from connector.model.registry import RegistryError
-
-    cfg = _load_config(config)
-    try:
-        infos = _registry(cfg).rollback(field, reason="rollback (CLI)")
-    except (RegistryError, ModelLoadError) as exc:
-        raise _fail(str(exc)) from None
-    _print_active(infos, json_out, "rolled back to {version}")
+    _switch_active(config, json_out, "rolled back to {version}",
+                   lambda registry: registry.rollback(field, reason="rollback (CLI)"))
 
 
 def models_history(
