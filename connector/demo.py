@@ -1,4 +1,4 @@
-"""``helpdesk-connector demo``: routing seen end to end on embedded defaults.
+"""The steps of ``helpdesk-connector demo`` (the command: :mod:`connector.cli.demo`): routing seen end to end.
 
 It starts the sandbox helpdesk on 127.0.0.1, fine-tunes the shipped base model
 on four fifths of the project's sample tickets (once; later runs reuse the
@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
-import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -164,41 +162,3 @@ def forget_sandbox_decisions(config: Any) -> None:
             session.execute(delete(PollState).where(PollState.system == SYSTEM))
     finally:
         store.dispose()
-
-
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def demo(
-        config_file: Annotated[Optional[Path], typer.Option("--config", help="configuration (default: config.example.yaml)")] = None,
-        state_dir: Annotated[Path, typer.Option(help="where the demo keeps its database and models")] = Path("var/demo"),
-        epochs: Annotated[Optional[int], typer.Option(help="training epochs (default: training.epochs)")] = None,
-        fresh: Annotated[bool, typer.Option(help="forget earlier decisions so every demo ticket is routed again")] = True,
-    ) -> None:
-        """Route the sample tickets in a sandbox helpdesk with a model trained on the sample data."""
-        from connector.config import ConfigError, load_config
-        from connector.logging_setup import configure_from_config
-        from connector.sandbox.db import sample_tickets_path
-
-        console = Console()
-        path = config_file or EXAMPLE_CONFIG
-        try:
-            config = load_config(path)
-        except ConfigError as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(2) from None
-        if SYSTEM not in config.systems or config.systems[SYSTEM].type != "generic_rest":
-            typer.echo(f"error: {path} has no generic_rest system named {SYSTEM!r} for the sandbox", err=True)
-            raise typer.Exit(2)
-        config.state_dir = state_dir.resolve()
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        configure_from_config(config)
-        if fresh:
-            forget_sandbox_decisions(config)
-        with tempfile.TemporaryDirectory(prefix="hc-demo-") as tmp:
-            workdir = Path(tmp)
-            train_file, demo_file, demo_rows = split_sample(sample_tickets_path(), workdir)
-            ensure_model(config, train_file, console, epochs=epochs)
-            apply_recommended_thresholds(config, console)
-            console.print(f"[bold]routing[/bold] {len(demo_rows)} new tickets in a sandbox helpdesk on 127.0.0.1 …")
-            result, tickets, decisions = route_once(config, demo_file, workdir)
-        render(console, result, tickets, decisions, demo_rows)

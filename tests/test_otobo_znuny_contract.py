@@ -1113,7 +1113,7 @@ def test_queue_and_priority_lists(otobo: OtoboStandin, make_adapter: Factory, ca
 
 def test_check_config_online_uses_the_lists(otobo: OtoboStandin, tmp_path: Path) -> None:
     from connector.config import parse_config
-    from connector.daemon_cli import online_problems
+    from connector.cli.daemon import online_problems
 
     def cfg(queue_map: dict[str, str], priority_map: dict[str, str]) -> Any:
         return parse_config(

@@ -300,7 +300,7 @@ def test_cli_serves_seeds_once_and_requires_token(tmp_path: Path) -> None:
     port = _free_port()
     env = os.environ | {"HELPDESK_SANDBOX_TOKEN": "tok-9f3k"}
     code = (
-        "import typer, sys; from connector.sandbox.cli import register; app = typer.Typer(); register(app);"
+        "import typer, sys; from connector.cli.sandbox import register; app = typer.Typer(); register(app);"
         "app.command('noop')(lambda: None); sys.argv[0] = 'helpdesk-connector'; app()"
     )
 

@@ -280,7 +280,7 @@ def test_unknown_group_in_the_mapping_fails_that_ticket_only(server: RunningStan
 
 
 def test_check_config_online(server: RunningStandin, standin: ZammadStandin, tmp_path: Path) -> None:
-    from connector.daemon_cli import online_problems
+    from connector.cli.daemon import online_problems
 
     assert run(online_problems(config(server.url, tmp_path))) == []
     routing = {"queue": {"map": {"it": "Helpdesk"}, "threshold": 0.5},

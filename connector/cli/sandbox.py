@@ -13,6 +13,37 @@ from connector.sandbox.db import SandboxDB, sample_tickets_path
 TOKEN_ENV = "HELPDESK_SANDBOX_TOKEN"
 
 
+def _read_token(token_file: Path) -> str:
+    try:
+        return token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        typer.echo(f"error: cannot read --token-file {token_file}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _add_queues(database: SandboxDB, names: list[str]) -> None:
+    for name in names:
+        try:
+            database.add_queue(name)
+        except ValueError as exc:
+            typer.echo(f"error: --add-queue: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+
+def _seed(database: SandboxDB, db: Path, seed: Path, *, as_new: bool, limit: int | None) -> None:
+    """Create the tickets of ``seed`` unless the sandbox holds tickets already."""
+    existing = database.count_tickets()
+    if existing:
+        typer.echo(f"{db} already holds {existing} tickets: not seeding again (use --reset to start over)")
+        return
+    try:
+        count = database.seed_csv(seed, as_new=as_new, limit=limit)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: cannot seed from {seed}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"seeded {count} tickets from {seed}")
+
+
 def sandbox(
     host: Annotated[str, typer.Option(help="Address to listen on (keep it on 127.0.0.1).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8099,
@@ -48,11 +79,7 @@ def sandbox(
     from connector.sandbox.server import bind, serve
 
     if token_file is not None:
-        try:
-            token = token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            typer.echo(f"error: cannot read --token-file {token_file}: {exc.strerror or exc}", err=True)
-            raise typer.Exit(2) from None
+        token = _read_token(token_file)
     if sample:
         if seed is not None:
             typer.echo("error: give either --seed or --sample", err=True)
@@ -66,23 +93,9 @@ def sandbox(
         typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc} (another sandbox? use --port)", err=True)
         raise typer.Exit(2) from None
     database = SandboxDB(db, reset=reset)
-    for name in add_queue or []:
-        try:
-            database.add_queue(name)
-        except ValueError as exc:
-            typer.echo(f"error: --add-queue: {exc}", err=True)
-            raise typer.Exit(2) from None
+    _add_queues(database, add_queue or [])
     if seed is not None:
-        existing = database.count_tickets()
-        if existing:
-            typer.echo(f"{db} already holds {existing} tickets: not seeding again (use --reset to start over)")
-        else:
-            try:
-                count = database.seed_csv(seed, as_new=seed_as_new, limit=seed_limit)
-            except (OSError, ValueError) as exc:
-                typer.echo(f"error: cannot seed from {seed}: {exc}", err=True)
-                raise typer.Exit(2) from None
-            typer.echo(f"seeded {count} tickets from {seed}")
+        _seed(database, db, seed, as_new=seed_as_new, limit=seed_limit)
     auth = "bearer token required" if token else "no auth"
     typer.echo(
         f"sandbox helpdesk on http://{host}:{port}/api ({auth}); DB {db}, {database.count_tickets()} tickets;"
