@@ -277,13 +277,6 @@ class ModelRegistry:
             log.info("activated %s model %s (was %s): %s", field, version, previous or "none", reason)
         return info
 
-    def deactivate(self, field: str) -> None:
-        """Leave ``field`` without an active model (it is then not predicted)."""
-        with self.store.session() as s:
-            for row in s.scalars(select(ModelVersion).where(ModelVersion.field == field, ModelVersion.active.is_(True))):
-                row.active = False
-            s.add(ModelActivation(field=field, version="", previous_version=None, activated_at=utcnow(), reason="deactivated"))
-
     def rollback(self, field: str | None = None, *, reason: str = "rollback") -> list[ModelInfo]:
         """Re-activate, per field (default: every field with an active model), the version active before.
 
