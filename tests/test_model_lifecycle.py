@@ -447,3 +447,13 @@ def test_cpu_training_autocasts_to_bf16_only_with_amx(monkeypatch: pytest.Monkey
     assert train_module._autocast_factory(cpu, False)[1] is None  # model.half_precision: false
     monkeypatch.setattr(train_module, "cpu_has_bf16_matrix_unit", lambda: False)
     assert train_module._autocast_factory(cpu, True)[1] is None
+
+
+def test_one_registry_error_with_a_code_for_the_api() -> None:
+    """Issue #14 part 5: the registry and the API's model management raise one RegistryError; its code picks the answer."""
+    from connector.api import model_admin
+
+    assert not hasattr(model_admin, "RegistryError") or model_admin.RegistryError is RegistryError
+    assert RegistryError("gone").code == "bad_request"
+    assert RegistryError("nothing to roll back to", code="conflict").code == "conflict"
+

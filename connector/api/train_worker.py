@@ -218,7 +218,7 @@ def run(spec: JobSpec, cancel: threading.Event | None = None) -> int:
 
 def _register(store: Store, spec: JobSpec, result: Any, training: TrainingSettings, device: str) -> dict[str, Any]:
     """Register the run's models and activate them as requested; what happened per field."""
-    from connector.api.models import register_and_activate
+    from connector.api.model_admin import register_and_activate
 
     return register_and_activate(
         store, result, mode=spec.activate, training=training, models_dir=spec.models_dir, device=device

@@ -41,7 +41,15 @@ log = logging.getLogger(__name__)
 
 
 class RegistryError(Exception):
-    """A registry operation cannot be done (unknown version, nothing to roll back to, ...)."""
+    """A registry operation cannot be done (unknown version, nothing to roll back to, ...).
+
+    ``code`` says what kind, for callers that answer with it (the API):
+    ``bad_request``, ``not_found``, ``conflict`` or ``unusable_model``.
+    """
+
+    def __init__(self, message: str, *, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
