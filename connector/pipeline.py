@@ -61,7 +61,7 @@ from connector.config import SystemConfig
 from connector.model.classifier import Classifier, ClassifierHolder, ModelLoadError, Prediction
 from connector.reconcile import PollAborted, reconcile
 from connector.routing import RoutingDecision, decide
-from connector.store.decisions import DecisionStatus, DecisionStore, FinalRecord, NewDecision
+from connector.store.decisions import DecisionStatus, DecisionStore, FinalRecord, NewDecision, Outcome
 from connector.text import ticket_text
 from connector.writer import LoggedOutcome, PageRun, TicketWriter, WriteState, describe_error
 
@@ -330,10 +330,10 @@ class Pipeline:
     def _log_finals(self, page: _Page, result: PollResult) -> None:
         """Count and log the page's decisions recorded final right away (those this instance recorded)."""
         for final in page.finals:
-            ticket_id = final.record.new.ticket_id
-            if ticket_id in page.won:
-                result.outcomes[final.record.status] += 1
-                self.writer.log_decision(ticket_id, _labels(final.prediction), final.record.status, final.detail,
+            outcome = final.record.outcome
+            if outcome.ticket_id in page.won:
+                result.outcomes[outcome.status] += 1
+                self.writer.log_decision(outcome.ticket_id, _labels(final.prediction), outcome.status, final.detail,
                                          level=final.level)
 
     async def _write_page(self, run: PageRun, mine: list[_Plan], won: dict[str, int]) -> bool:
@@ -398,7 +398,8 @@ class Pipeline:
         """A ticket recorded ``failed`` before any claim (unreadable, or the classifier failed on it)."""
         new = NewDecision(self.name, ticket.id, self.system.mode, original=snapshot(ticket))
         error = describe_error(exc)
-        return _Final(FinalRecord(new, DecisionStatus.FAILED, reason, error), None, f"error={error!r}", logging.WARNING)
+        record = FinalRecord(new, Outcome(ticket.id, DecisionStatus.FAILED, reason, error))
+        return _Final(record, None, f"error={error!r}", logging.WARNING)
 
     def _plan(self, page: _Page, ticket: Ticket, prediction: Prediction) -> None:
         """Decide ``ticket``: a write to claim, or a final record (dry-run, skipped)."""
@@ -413,7 +414,7 @@ class Pipeline:
             planned=decision.planned(),
         )
         if decision.change is None:
-            record = FinalRecord(new, decision.status, decision.reason_text())
+            record = FinalRecord(new, Outcome(ticket.id, decision.status, decision.reason_text()))
             page.finals.append(_Final(record, prediction, self._would(decision)))
         else:
             page.plans.append(_Plan(ticket, prediction, decision, new))

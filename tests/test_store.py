@@ -177,15 +177,16 @@ def test_batched_claims_records_finishes_and_releases(store: Store) -> None:
     a = DecisionStore(store, "a")
     b = DecisionStore(store, "b")
     assert a.claim(new("2"))
-    won = b.claim_many([new("1"), new("2"), new("3")], [FinalRecord(new("4"), DecisionStatus.DRY_RUN, "dry-run"),
-                                                       FinalRecord(new("5"), "failed", "cannot read", "ProtocolError: x")])
+    won = b.claim_many([new("1"), new("2"), new("3")], [FinalRecord(new("4"), Outcome("4", DecisionStatus.DRY_RUN, "dry-run")),
+                                                       FinalRecord(new("5"), Outcome("5", "failed", "cannot read",
+                                                                                     "ProtocolError: x"))])
     assert set(won) == {"1", "3", "4", "5"}  # 2 was a's
     assert all(b.get("rt", t).id == won[t] for t in won)  # each with its decision's id (the note's marker)
     assert b.get("rt", "2").claimed_by == "a"
     assert b.get("rt", "5").error == "ProtocolError: x" and b.get("rt", "5").decided_at is not None
     assert b.claim_many([new("1")]) == {}
     with pytest.raises(ValueError):
-        b.claim_many([], [FinalRecord(new("9"), "claimed")])
+        b.claim_many([], [FinalRecord(new("9"), Outcome("9", "claimed"))])
     with pytest.raises(ValueError):
         b.finish_many("rt", [Outcome("1", "claimed")])
     assert b.finish_many("rt", [Outcome("1", "applied", "ok", None, {"queue": "IT"}), Outcome("2", "applied")]) == 1

@@ -131,24 +131,22 @@ class NewDecision:
 
 
 @dataclass(slots=True)
-class FinalRecord:
-    """A decision recorded final at once (dry-run, skipped, failed before any write)."""
-
-    new: NewDecision
-    status: DecisionStatus
-    reason: str | None = None
-    error: str | None = None
-
-
-@dataclass(slots=True)
 class Outcome:
-    """How a claim ends: the final status, why, the error (if any) and what is on the ticket."""
+    """How a decision ends: the final status, why, the error (if any) and what is on the ticket."""
 
     ticket_id: str
     status: DecisionStatus
     reason: str | None = None
     error: str | None = None
     applied: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class FinalRecord:
+    """A decision recorded final at once, without a claim (dry-run, skipped, failed before any write)."""
+
+    new: NewDecision
+    outcome: Outcome
 
 
 def final_status(status: str) -> DecisionStatus:
@@ -183,7 +181,7 @@ class DecisionStore:
 
     def claim(self, new: NewDecision) -> bool:
         """Insert the ticket's decision as ``claimed`` by this instance; False if it already has one."""
-        return self._insert(new, CLAIMED) is not None
+        return self._insert(new, None) is not None
 
     def record(
         self,
@@ -195,19 +193,12 @@ class DecisionStore:
         applied: Mapping[str, Any] | None = None,
     ) -> bool:
         """Insert an already-final decision (dry_run, skipped, failed before any claim); False if decided before."""
-        return self._insert(new, final_status(status), reason=reason, error=error, applied=applied) is not None
+        outcome = Outcome(new.ticket_id, final_status(status), reason, error, dict(applied or {}))
+        return self._insert(new, outcome) is not None
 
-    def _insert(
-        self,
-        new: NewDecision,
-        status: DecisionStatus,
-        *,
-        reason: str | None = None,
-        error: str | None = None,
-        applied: Mapping[str, Any] | None = None,
-    ) -> int | None:
-        """The new row's id, or None when the ticket had a decision already."""
-        row = Decision(**self._row_values(new, status, utcnow(), reason=reason, error=error, applied=applied))
+    def _insert(self, new: NewDecision, outcome: Outcome | None) -> int | None:
+        """The new row (claimed, or final with ``outcome``)'s id, or None when the ticket had a decision already."""
+        row = Decision(**self._row_values(new, outcome, utcnow()))
         try:
             with self.store.session() as session:
                 session.add(row)
@@ -223,8 +214,10 @@ class DecisionStore:
         (another daemon, an overlapping poll).  Uses ``INSERT … ON
         CONFLICT DO NOTHING`` (SQLite, PostgreSQL): one commit for a whole page.
         """
-        rows = [FinalRecord(new, CLAIMED) for new in claims]
-        rows += [FinalRecord(f.new, final_status(f.status), f.reason, f.error) for f in finals]
+        for final in finals:
+            final_status(final.outcome.status)
+        rows: list[tuple[NewDecision, Outcome | None]] = [(new, None) for new in claims]
+        rows += [(final.new, final.outcome) for final in finals]
         if not rows:
             return {}
         dialect = self.store.engine.dialect.name
@@ -233,10 +226,10 @@ class DecisionStore:
         elif dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         else:  # one transaction per row elsewhere
-            inserted = [(r.new.ticket_id, self._insert(r.new, r.status, reason=r.reason, error=r.error)) for r in rows]
+            inserted = [(new.ticket_id, self._insert(new, outcome)) for new, outcome in rows]
             return {ticket_id: row_id for ticket_id, row_id in inserted if row_id is not None}
         now = utcnow()
-        values = [self._row_values(r.new, r.status, now, reason=r.reason, error=r.error) for r in rows]
+        values = [self._row_values(new, outcome, now) for new, outcome in rows]
         statement = (
             dialect_insert(Decision.__table__)
             .on_conflict_do_nothing(index_elements=["system", "ticket_id"])
@@ -288,31 +281,23 @@ class DecisionStore:
                 released += result.rowcount or 0
         return released
 
-    def _row_values(
-        self,
-        new: NewDecision,
-        status: DecisionStatus,
-        now: datetime,
-        *,
-        reason: str | None = None,
-        error: str | None = None,
-        applied: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    def _row_values(self, new: NewDecision, outcome: Outcome | None, now: datetime) -> dict[str, Any]:
+        """A new row: claimed by this instance (``outcome`` None), or final with ``outcome``."""
         return {
             "system": new.system,
             "ticket_id": new.ticket_id,
-            "status": status.value,
+            "status": CLAIMED.value if outcome is None else final_status(outcome.status).value,
             "mode": new.mode,
             "claimed_by": self.instance_id,
             "claimed_at": now,
-            "decided_at": None if status == CLAIMED else now,
+            "decided_at": None if outcome is None else now,
             "model_version": new.model_version,
             "predictions": new.predictions,
             "original": new.original,
             "planned": new.planned,
-            "applied": dict(applied or {}),
-            "reason": reason,
-            "error": error,
+            "applied": dict(outcome.applied or {}) if outcome is not None else {},
+            "reason": outcome.reason if outcome is not None else None,
+            "error": outcome.error if outcome is not None else None,
             "attempts": 0,
         }
 
