@@ -32,10 +32,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from adapters import adapter_class
 from adapters.base import Adapter, EndpointNotFoundError
-from connector import metrics
 from connector.config import AppConfig
-from connector.model.classifier import Classifier, ClassifierHolder, ModelLoadError
-from connector.model.serving import ModelReloader
+from connector.model.classifier import ClassifierHolder, ModelLoadError
+from connector.model.serving import ModelReloader, publish_active_models
 from connector.pipeline import Pipeline, PollResult
 from connector.scheduler import Scheduler, SystemHealth
 from connector.store.db import Store, redact_url
@@ -63,19 +62,6 @@ def build_adapter(config: AppConfig, name: str) -> Adapter:
         source_queues=system.source.queues,
         source_states=system.source.states,
     )
-
-
-def model_versions(classifier: Classifier) -> dict[str, str]:
-    """``{field: version}`` of a classifier (for the active-model metric and ``status``)."""
-    models = getattr(classifier, "models", None)
-    if isinstance(models, Mapping):
-        return {field: str(getattr(model, "version", "?")) for field, model in models.items()}
-    out = {}
-    for part in classifier.version.split(","):
-        field, sep, version = part.partition("=")
-        if sep:
-            out[field] = version
-    return out or {field: classifier.version for field in classifier.fields}
 
 
 class Daemon:
@@ -134,7 +120,7 @@ class Daemon:
                 log.error("no model loaded: %s; polls fail until a model is activated", exc)
         elif not self._given_holder:
             self.reloader = ModelReloader(self.config, self.store, self.holder)
-        self._publish_model()
+        publish_active_models(self.holder)
         for name in self.systems:
             system = self.config.systems[name]
             if name not in self.adapters:
@@ -204,9 +190,6 @@ class Daemon:
                 log.warning("instance %s: releasing the lease failed (%s)", self.instance_id, exc.__class__.__name__)
             self.lease = None
 
-    def _publish_model(self) -> None:
-        if self.holder.loaded:
-            metrics.set_active_models(model_versions(self.holder.current))
 
     # ------------------------------------------------------------------ hooks for other areas
 
@@ -260,8 +243,8 @@ class Daemon:
                   name, name)
 
     async def check_models(self) -> None:
-        if self.reloader is not None and await asyncio.to_thread(self.reloader.check):
-            self._publish_model()
+        if self.reloader is not None:
+            await asyncio.to_thread(self.reloader.check)  # publishes the versions it swaps in
 
     # ------------------------------------------------------------------ run
 

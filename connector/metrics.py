@@ -12,154 +12,117 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from connector.store.decisions import FINAL_STATUSES
+
 #: the registry every metric of helpdesk-connector lives in
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 NAMESPACE = "helpdesk_connector"
 
+
+def _counter(name: str, doc: str, labels: list[str]) -> Counter:
+    return Counter(name, doc, labels, namespace=NAMESPACE, registry=REGISTRY)
+
+
+def _gauge(name: str, doc: str, labels: list[str]) -> Gauge:
+    return Gauge(name, doc, labels, namespace=NAMESPACE, registry=REGISTRY)
+
+
+def _histogram(name: str, doc: str, labels: list[str], buckets: tuple[float, ...]) -> Histogram:
+    return Histogram(name, doc, labels, namespace=NAMESPACE, registry=REGISTRY, buckets=buckets)
+
+
 #: outcomes of one ticket decision (``decisions.status`` values, minus ``claimed``)
-OUTCOMES = ("applied", "suggested", "dry_run", "skipped", "changed", "failed")
+OUTCOMES = tuple(status.value for status in FINAL_STATUSES)
 
 # --------------------------------------------------------------------------- polling and routing
 
-TICKETS_FETCHED = Counter(
+TICKETS_FETCHED = _counter(
     "tickets_fetched",
     "Candidate tickets listed from a system that were not decided before",
     ["system"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
 )
-TICKET_DECISIONS = Counter(
+TICKET_DECISIONS = _counter(
     "ticket_decisions",
     "Finished ticket decisions by outcome (applied = routed, suggested, dry_run, skipped, changed, failed)",
     ["system", "outcome"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
 )
-POLLS = Counter(
-    "polls",
-    "Polls of a system by result (ok, error)",
-    ["system", "result"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
-)
-POLL_ERRORS = Counter(
+POLLS = _counter("polls", "Polls of a system by result (ok, error)", ["system", "result"])
+POLL_ERRORS = _counter(
     "poll_errors",
     "Failed polls by error kind (transient, authentication, protocol, permanent, model, internal)",
     ["system", "kind"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
 )
-POLL_DURATION = Histogram(
+POLL_DURATION = _histogram(
     "poll_duration_seconds",
     "Wall time of one poll of a system",
     ["system"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
-SYSTEM_UP = Gauge(
-    "system_up",
-    "1 when the last poll of the system succeeded, 0 when it failed",
-    ["system"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
-)
-LAST_SUCCESSFUL_POLL = Gauge(
+SYSTEM_UP = _gauge("system_up", "1 when the last poll of the system succeeded, 0 when it failed", ["system"])
+LAST_SUCCESSFUL_POLL = _gauge(
     "last_successful_poll_timestamp_seconds",
     "Unix time of the last successful poll of the system",
     ["system"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
 )
-HELPDESK_CALLS = Counter(
+HELPDESK_CALLS = _counter(
     "helpdesk_calls",
     "Calls the pipeline made to a helpdesk adapter by operation",
     ["system", "operation"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
 )
 
 # --------------------------------------------------------------------------- classification
 
-CLASSIFICATION_SECONDS = Histogram(
+CLASSIFICATION_SECONDS = _histogram(
     "classification_seconds",
     "Wall time of one classifier call (a batch of texts)",
     ["source"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-BATCH_SIZE = Histogram(
+BATCH_SIZE = _histogram(
     "classification_batch_size",
     "Texts per classifier call",
     ["source"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
-CONFIDENCE = Histogram(
+CONFIDENCE = _histogram(
     "prediction_confidence",
     "Confidence of the top label per field",
     ["field"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0),
 )
-ACTIVE_MODEL = Gauge(
-    "active_model_info",
-    "1 for the model version currently served per field",
-    ["field", "version"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
-)
+ACTIVE_MODEL = _gauge("active_model_info", "1 for the model version currently served per field", ["field", "version"])
 
 # --------------------------------------------------------------------------- learning loop and training
 
-CORRECTIONS = Counter(
-    "corrections",
-    "Fields a person changed after the daemon set them",
-    ["system", "field"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
-)
-TRAINING_JOBS = Counter(
+CORRECTIONS = _counter("corrections", "Fields a person changed after the daemon set them", ["system", "field"])
+TRAINING_JOBS = _counter(
     "training_jobs",
     "Training jobs reaching a state (queued, running, succeeded, failed, cancelled)",
     ["state"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
 )
-OVERRIDE_RATE = Gauge(
+OVERRIDE_RATE = _gauge(
     "override_rate",
     "Share of the daemon's writes of a value (a mapped queue or priority) that people changed (after each export)",
     ["system", "field", "value"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
 )
-AUTOMATIC_SHARE = Gauge(
+AUTOMATIC_SHARE = _gauge(
     "automatic_share",
     "Share of decided tickets the daemon routed automatically (status applied), after each export",
     ["system"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
 )
 
 # --------------------------------------------------------------------------- REST API
 
-API_REQUESTS = Counter(
+API_REQUESTS = _counter(
     "api_requests",
     "REST API requests by route template, method and status code",
     ["method", "route", "status"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
 )
-API_REQUEST_SECONDS = Histogram(
+API_REQUEST_SECONDS = _histogram(
     "api_request_seconds",
     "REST API request latency by route template",
     ["method", "route"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from adapters.base import Ticket, TicketChange
 from connector.config import NoteSettings, SystemConfig
 from connector.model.classifier import Prediction
+from connector.store.decisions import DecisionStatus
 
 FieldAction = Literal["set", "fallback", "leave", "unchanged"]
 #: what the pipeline should do with the ticket
@@ -82,9 +83,9 @@ class RoutingDecision:
     would_set: dict[str, str] = field(default_factory=dict)
 
     @property
-    def status(self) -> str:
+    def status(self) -> DecisionStatus:
         """The decision's final status when the write (if any) succeeds."""
-        return {"apply": "applied", "suggest": "suggested", "dry_run": "dry_run", "skip": "skipped"}[self.outcome]
+        return _STATUS_OF[self.outcome]
 
     def planned(self) -> dict[str, Any]:
         """The ``planned`` column: field values to write, and the note (to finish the write after a crash)."""
@@ -99,6 +100,15 @@ class RoutingDecision:
 
     def reason_text(self) -> str:
         return "; ".join(self.reasons)
+
+
+#: the final status of each outcome when its write (if any) succeeds
+_STATUS_OF = {
+    "apply": DecisionStatus.APPLIED,
+    "suggest": DecisionStatus.SUGGESTED,
+    "dry_run": DecisionStatus.DRY_RUN,
+    "skip": DecisionStatus.SKIPPED,
+}
 
 
 class _SafeDict(dict[str, Any]):

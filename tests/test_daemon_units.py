@@ -14,8 +14,9 @@ from tiny_model import build_tiny_model
 from adapters.base import TransientError
 from connector import metrics
 from connector.config import parse_config
-from connector.daemon import Daemon, model_versions
+from connector.daemon import Daemon
 from connector.model.classifier import ClassifierHolder
+from connector.model.serving import active_versions
 from connector.pipeline import PollResult
 from connector.scheduler import SystemHealth
 from connector.store.db import Store, utcnow
@@ -146,4 +147,4 @@ def test_backoff_grows_honours_retry_after_and_resets() -> None:
 
 
 def test_model_versions_of_any_classifier() -> None:
-    assert model_versions(KeywordClassifier(version="k9")) == {"queue": "k9", "priority": "k9"}
+    assert active_versions(KeywordClassifier(version="k9")) == {"queue": "k9", "priority": "k9"}

@@ -447,3 +447,33 @@ def test_cpu_training_autocasts_to_bf16_only_with_amx(monkeypatch: pytest.Monkey
     assert train_module._autocast_factory(cpu, False)[1] is None  # model.half_precision: false
     monkeypatch.setattr(train_module, "cpu_has_bf16_matrix_unit", lambda: False)
     assert train_module._autocast_factory(cpu, True)[1] is None
+
+
+def test_one_registry_error_with_a_code_for_the_api() -> None:
+    """Issue #14 part 5: the registry and the API's model management raise one RegistryError; its code picks the answer."""
+    from connector.api import model_admin
+
+    assert not hasattr(model_admin, "RegistryError") or model_admin.RegistryError is RegistryError
+    assert RegistryError("gone").code == "bad_request"
+    assert RegistryError("nothing to roll back to", code="conflict").code == "conflict"
+
+
+def test_the_reloader_publishes_the_versions_it_serves(tmp_path: Path) -> None:
+    """Issue #14 part 5: the active versions are published in one place, where models are swapped in."""
+    from prometheus_client import generate_latest
+
+    from connector import metrics
+
+    config = parse_config({"state_dir": str(tmp_path), "model": {"fields": ["queue"], "device": "cpu"}})
+    store = Store(config.store_url)
+    registry = ModelRegistry(store, config.models_dir)
+    registry.register(_tiny_trained(config.models_dir, "queue", "p1", ["A", "B"]), activate=True)
+    registry.register(_tiny_trained(config.models_dir, "queue", "p2", ["C", "D"], seed=1))
+    metrics.set_active_models({})
+    reloader = ModelReloader(config, store, ClassifierHolder())
+    reloader.load_initial()
+    assert 'active_model_info{field="queue",version="p1"} 1.0' in generate_latest(metrics.REGISTRY).decode()
+    registry.activate("p2", field="queue")
+    assert reloader.check()
+    text = generate_latest(metrics.REGISTRY).decode()
+    assert 'active_model_info{field="queue",version="p2"} 1.0' in text and 'version="p1"' not in text

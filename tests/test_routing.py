@@ -8,6 +8,7 @@ from adapters.base import Ticket
 from connector.config import FieldRouting
 from connector.model.classifier import FieldPrediction, LabelScore, Prediction
 from connector.routing import decide, render_note
+from connector.store.decisions import FINAL_STATUSES, DecisionStatus
 
 TICKET = Ticket(id="1", subject="s", body="b", queue="Inbox", priority="normal", state="new")
 
@@ -49,6 +50,7 @@ def test_mapping_exact_beats_wildcard_beats_default() -> None:
 def test_apply_above_thresholds_sets_both_fields_and_a_note() -> None:
     d = decide(prediction(), system_config(routing=ROUTING), TICKET)
     assert d.outcome == "apply" and d.status == "applied"
+    assert d.status is DecisionStatus.APPLIED and d.status in FINAL_STATUSES  # the typed status the store records
     assert (d.change.queue, d.change.priority) == ("Printers", "3 high")
     assert "model queue=v3,priority=v2" in d.change.note
     assert "queue: Hardware/Printer (0.90) -> set to 'Printers'" in d.change.note

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from routing_support import temporary_database
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from connector.store.db import Store, utcnow
-from connector.store.decisions import DecisionStore, NewDecision
+from connector.store.decisions import DecisionStatus, DecisionStore, FinalRecord, NewDecision, Outcome
 from connector.store.leases import LeaseStore
 from connector.store.tables import Decision, InstanceLease
 
@@ -177,16 +177,31 @@ def test_batched_claims_records_finishes_and_releases(store: Store) -> None:
     a = DecisionStore(store, "a")
     b = DecisionStore(store, "b")
     assert a.claim(new("2"))
-    won = b.claim_many([new("1"), new("2"), new("3")], [(new("4"), "dry_run", "dry-run", None),
-                                                       (new("5"), "failed", "cannot read", "ProtocolError: x")])
+    won = b.claim_many([new("1"), new("2"), new("3")], [FinalRecord(new("4"), Outcome("4", DecisionStatus.DRY_RUN, "dry-run")),
+                                                       FinalRecord(new("5"), Outcome("5", "failed", "cannot read",
+                                                                                     "ProtocolError: x"))])
     assert set(won) == {"1", "3", "4", "5"}  # 2 was a's
     assert all(b.get("rt", t).id == won[t] for t in won)  # each with its decision's id (the note's marker)
     assert b.get("rt", "2").claimed_by == "a"
     assert b.get("rt", "5").error == "ProtocolError: x" and b.get("rt", "5").decided_at is not None
     assert b.claim_many([new("1")]) == {}
     with pytest.raises(ValueError):
-        b.claim_many([], [(new("9"), "claimed", None, None)])
-    assert b.finish_many("rt", [("1", "applied", "ok", None, {"queue": "IT"}), ("2", "applied", None, None, None)]) == 1
+        b.claim_many([], [FinalRecord(new("9"), Outcome("9", "claimed"))])
+    with pytest.raises(ValueError):
+        b.finish_many("rt", [Outcome("1", "claimed")])
+    assert b.finish_many("rt", [Outcome("1", "applied", "ok", None, {"queue": "IT"}), Outcome("2", "applied")]) == 1
     assert b.get("rt", "1").applied == {"queue": "IT"} and b.get("rt", "2").status == "claimed"
     assert b.release_many("rt", ["3", "2", "1"]) == 1  # only b's unfinished claim of 3
     assert b.counts()["rt"] == {"applied": 1, "claimed": 1, "dry_run": 1, "failed": 1}
+
+
+def test_statuses_are_stored_as_their_plain_strings(store: Store) -> None:
+    """The status enum keeps the column's strings: rows read back as DecisionStatus, stored as "applied" etc."""
+    d = DecisionStore(store, "a")
+    assert d.claim(new("1")) and d.record(new("2"), DecisionStatus.DRY_RUN, reason="dry-run")
+    assert d.finish("rt", "1", DecisionStatus.APPLIED, applied={"queue": "IT"})
+    with store.session() as session:
+        raw = dict(session.execute(text("SELECT ticket_id, status FROM decisions")).all())
+    assert raw == {"1": "applied", "2": "dry_run"} and all(type(v) is str for v in raw.values())
+    assert d.get("rt", "1").status is DecisionStatus.APPLIED and d.get("rt", "2").status == "dry_run"
+    assert set(d.counts()["rt"]) == {"applied", "dry_run"}

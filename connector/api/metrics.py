@@ -6,7 +6,7 @@ from prometheus_client import REGISTRY as PROCESS_REGISTRY
 from prometheus_client import generate_latest
 
 from connector import metrics as product
-from connector.model.classifier import ClassifierHolder, Prediction
+from connector.model.classifier import Prediction
 
 #: ``source`` label of the classification metrics for calls made by the API
 SOURCE = "api"
@@ -26,16 +26,6 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
 def observe_predictions(predictions: list[Prediction]) -> None:
     for prediction in predictions:
         product.observe_predictions({name: fp.confidence for name, fp in prediction.fields.items()})
-
-
-def publish_active_models(holder: ClassifierHolder) -> None:
-    """Set ``active_model_info`` from the classifier in service."""
-    if not holder.loaded:
-        product.set_active_models({})
-        return
-    models = getattr(holder.current, "models", None)
-    if isinstance(models, dict):
-        product.set_active_models({field: str(getattr(m, "version", "")) for field, m in models.items()})
 
 
 def exposition() -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,7 +15,7 @@ from connector.api.auth import Principal, require
 from connector.api.datasets import UploadSpec, get_dataset, parse_upload, save_dataset
 from connector.api.errors import ApiError
 from connector.api.jobs import JobConflict, JobFinished, JobNotFound
-from connector.api.models import ModelOps, RegistryError
+from connector.api.model_admin import ModelOps
 from connector.api.schemas import (
     MAX_ID,
     ActivateRequest,
@@ -28,6 +29,7 @@ from connector.api.schemas import (
     TrainRequest,
 )
 from connector.model.data import DataError, FileFormat
+from connector.model.registry import RegistryError
 from connector.store.tables import TrainingJob
 
 if TYPE_CHECKING:
@@ -370,7 +372,17 @@ async def list_models(
     return ModelsOut(models=models, serving=_serving(request))
 
 
-async def _after_change(request: Request, changed: dict[str, str]) -> ModelChangeOut:
+#: the HTTP status of each RegistryError code (others: 400)
+_REGISTRY_STATUS = {"not_found": 404, "conflict": 409}
+
+
+async def _change_models(request: Request, change: Callable[[ModelOps], dict[str, str]]) -> ModelChangeOut:
+    """Run a model change (a registry error is answered with its code), reload the models, say what serves now."""
+    ops = _ops(request)
+    try:
+        changed = await asyncio.to_thread(change, ops)
+    except RegistryError as exc:
+        raise ApiError(_REGISTRY_STATUS.get(exc.code, 400), exc.code, str(exc)) from None
     await request.app.state.ctx.reload_models()
     return ModelChangeOut(changed=changed, serving=_serving(request))
 
@@ -391,11 +403,8 @@ async def activate_model(
     body: Annotated[ActivateRequest | None, Body()] = None,
     _who: Principal = Depends(require("admin")),
 ) -> ModelChangeOut:
-    try:
-        changed = await asyncio.to_thread(_ops(request).activate, version, body.field if body else None)
-    except RegistryError as exc:
-        raise ApiError(exc.status, exc.code, str(exc)) from None
-    return await _after_change(request, changed)
+    field = body.field if body else None
+    return await _change_models(request, lambda ops: ops.activate(version, field))
 
 
 @router.post(
@@ -409,9 +418,6 @@ async def rollback_model(
     body: Annotated[RollbackRequest | None, Body()] = None,
     _who: Principal = Depends(require("admin")),
 ) -> ModelChangeOut:
-    try:
-        changed = await asyncio.to_thread(_ops(request).rollback, body.fields if body else None)
-    except RegistryError as exc:
-        raise ApiError(exc.status, exc.code, str(exc)) from None
-    return await _after_change(request, changed)
+    fields = body.fields if body else None
+    return await _change_models(request, lambda ops: ops.rollback(fields))
 

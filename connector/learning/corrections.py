@@ -131,16 +131,6 @@ def override_rates(session: Session, *, since: datetime | None = None) -> list[O
     ]
 
 
-def corrections_per_label(session: Session) -> dict[tuple[str, str, str], int]:
-    """(system, field, value the daemon wrote) -> number of corrections."""
-    rows = session.execute(
-        select(Correction.system, Correction.field, Correction.predicted, func.count()).group_by(
-            Correction.system, Correction.field, Correction.predicted
-        )
-    )
-    return {(s, f, p or ""): n for s, f, p, n in rows}
-
-
 def automatic_share(session: Session, *, since: datetime | None = None) -> dict[str, dict[str, Any]]:
     """Per system: decided tickets, those routed automatically (applied), and the share."""
     query = select(Decision.system, Decision.status, func.count()).where(Decision.status != "claimed")

@@ -31,20 +31,16 @@ def count_correction(correction: CorrectionFound) -> None:
 
 
 def publish_rates(store: Store) -> None:
-    """Set the override-rate and automatic-share gauges from the store (when the metrics define them)."""
+    """Set the override-rate and automatic-share gauges from the store."""
     from connector import metrics
 
-    rate_gauge = getattr(metrics, "OVERRIDE_RATE", None)
-    share_gauge = getattr(metrics, "AUTOMATIC_SHARE", None)
     with store.session() as session:
         rates = override_rates(session)
         shares = automatic_share(session)
-    if rate_gauge is not None:
-        for r in rates:
-            rate_gauge.labels(system=r.system, field=r.field, value=r.value).set(r.rate)
-    if share_gauge is not None:
-        for system, s in shares.items():
-            share_gauge.labels(system=system).set(s["share"])
+    for r in rates:
+        metrics.OVERRIDE_RATE.labels(system=r.system, field=r.field, value=r.value).set(r.rate)
+    for system, s in shares.items():
+        metrics.AUTOMATIC_SHARE.labels(system=system).set(s["share"])
 
 
 @dataclass

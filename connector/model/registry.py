@@ -41,7 +41,15 @@ log = logging.getLogger(__name__)
 
 
 class RegistryError(Exception):
-    """A registry operation cannot be done (unknown version, nothing to roll back to, ...)."""
+    """A registry operation cannot be done (unknown version, nothing to roll back to, ...).
+
+    ``code`` says what kind, for callers that answer with it (the API):
+    ``bad_request``, ``not_found``, ``conflict`` or ``unusable_model``.
+    """
+
+    def __init__(self, message: str, *, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,13 +284,6 @@ class ModelRegistry:
         if not already:
             log.info("activated %s model %s (was %s): %s", field, version, previous or "none", reason)
         return info
-
-    def deactivate(self, field: str) -> None:
-        """Leave ``field`` without an active model (it is then not predicted)."""
-        with self.store.session() as s:
-            for row in s.scalars(select(ModelVersion).where(ModelVersion.field == field, ModelVersion.active.is_(True))):
-                row.active = False
-            s.add(ModelActivation(field=field, version="", previous_version=None, activated_at=utcnow(), reason="deactivated"))
 
     def rollback(self, field: str | None = None, *, reason: str = "rollback") -> list[ModelInfo]:
         """Re-activate, per field (default: every field with an active model), the version active before.

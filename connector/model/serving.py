@@ -3,18 +3,21 @@
 The daemon and the API load the active version of each field (from the
 registry in the store, or from ``model.paths`` when set) and poll the registry
 for changes; a change loads the new models first, then swaps them in
-(:class:`~connector.model.classifier.ClassifierHolder`).
+(:class:`~connector.model.classifier.ClassifierHolder`).  The versions in
+service are published here, and only here (:func:`publish_active_models`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 from sqlalchemy import select
 
+from connector import metrics
 from connector.config import AppConfig
-from connector.model.classifier import ClassifierHolder, ModelLoadError, TransformerClassifier
+from connector.model.classifier import Classifier, ClassifierHolder, ModelLoadError, TransformerClassifier
 from connector.store.db import Store
 from connector.store.tables import ModelVersion
 
@@ -57,6 +60,24 @@ def load_classifier(config: AppConfig, store: Store, dirs: dict[str, Path] | Non
     )
 
 
+def active_versions(classifier: Classifier) -> dict[str, str]:
+    """``{field: version}`` of a classifier (for the active-model metric and ``status``)."""
+    models = getattr(classifier, "models", None)
+    if isinstance(models, Mapping):
+        return {field: str(getattr(model, "version", "?")) for field, model in models.items()}
+    out = {}
+    for part in classifier.version.split(","):
+        field, sep, version = part.partition("=")
+        if sep:
+            out[field] = version
+    return out or {field: classifier.version for field in classifier.fields}
+
+
+def publish_active_models(holder: ClassifierHolder) -> None:
+    """Set the ``active_model_info`` metric to the versions ``holder`` serves (none when it has no model)."""
+    metrics.set_active_models(active_versions(holder.current) if holder.loaded else {})
+
+
 class ModelReloader:
     """Swaps in newly activated models; call :meth:`check` periodically.
 
@@ -74,6 +95,7 @@ class ModelReloader:
     def load_initial(self) -> None:
         self._dirs = active_model_dirs(self.config, self.store)
         self.holder.swap(load_classifier(self.config, self.store, self._dirs))
+        publish_active_models(self.holder)
 
     def _report(self, problem: str | None, level: int = logging.WARNING) -> None:
         if problem != self._problem:
@@ -101,5 +123,6 @@ class ModelReloader:
         self._report(None)
         old = self.holder.swap(classifier)
         self._dirs = dirs
+        publish_active_models(self.holder)
         log.info("now serving models %s (was %s)", classifier.version, old.version if old else "none")
         return True

@@ -20,9 +20,9 @@ import random
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -254,6 +254,180 @@ def _page(
 # --------------------------------------------------------------------------- app
 
 
+def _db(request: Request) -> SandboxDB:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+def _faults(request: Request) -> FaultInjector:
+    return request.app.state.faults  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class _Paging:
+    """A list request's page: number, size, first row, and the keyset position (``after_id``)."""
+
+    page: int
+    size: int
+    start: int
+    after_id: int | None
+
+
+def _paging(
+    page: int = Query(1, ge=1),
+    per_page: int = Query(50, ge=1, le=MAX_PER_PAGE),
+    offset: int | None = Query(None, ge=0),
+    limit: int | None = Query(None, ge=1, le=MAX_PER_PAGE),
+    after_id: int | None = Query(None, ge=0),
+) -> _Paging:
+    size = limit if limit is not None else per_page
+    start = offset if offset is not None else (page - 1) * size
+    page = start // size + 1 if offset is not None else page
+    return _Paging(page, size, 0 if after_id is not None else start, after_id)
+
+
+def _listed(db: SandboxDB, p: _Paging, **filters: Any) -> JSONResponse:
+    rows, total, more = db.list_tickets(**filters, after_id=p.after_id, offset=p.start, limit=p.size)
+    return _page(rows, total, more, page=p.page, per_page=p.size, offset=p.start, after_id=p.after_id)
+
+
+_Db = Annotated[SandboxDB, Depends(_db)]
+_Pg = Annotated[_Paging, Depends(_paging)]
+
+meta = APIRouter(prefix="/api", tags=["meta"])
+tickets = APIRouter(prefix="/api/tickets", tags=["tickets"])
+notes = APIRouter(prefix="/api/tickets", tags=["notes"])
+testing = APIRouter(prefix="/_sandbox", tags=["testing"])
+
+
+@meta.get("/health")
+async def health(db: _Db) -> JSONResponse:
+    return JSONResponse({"status": "ok", "tickets": db.count_tickets()})
+
+
+@meta.get("/queues")
+async def queues(db: _Db) -> JSONResponse:
+    return JSONResponse({"items": [{"name": n} for n in db.queues()]})
+
+
+@meta.post("/queues", status_code=201)
+async def add_queue(body: QueueCreate, db: _Db) -> JSONResponse:
+    """Append a queue: 201 when new, 200 when it already exists."""
+    created = db.add_queue(body.name)
+    return JSONResponse({"name": body.name}, status_code=201 if created else 200)
+
+
+@meta.get("/priorities")
+async def priorities(db: _Db) -> JSONResponse:
+    return JSONResponse({"items": [{"name": n} for n in db.priorities()]})
+
+
+@meta.get("/states")
+async def states(db: _Db) -> JSONResponse:
+    return JSONResponse({"items": [{"name": n} for n in db.states()]})
+
+
+@tickets.get("")
+async def list_tickets(
+    db: _Db,
+    paging: _Pg,
+    queue: list[str] = Query(default=[]),
+    state: list[str] = Query(default=[]),
+    priority: list[str] = Query(default=[]),
+    updated_since: str | None = None,
+    resolved_since: str | None = None,
+) -> JSONResponse:
+    return _listed(
+        db,
+        paging,
+        queues=queue,
+        states=state,
+        priorities=priority,
+        updated_since=_time_param("updated_since", updated_since),
+        resolved_since=_time_param("resolved_since", resolved_since),
+    )
+
+
+@tickets.get("/resolved")
+async def list_resolved(db: _Db, paging: _Pg, resolved_since: str | None = None) -> JSONResponse:
+    return _listed(db, paging, resolved_only=True, resolved_since=_time_param("resolved_since", resolved_since))
+
+
+@tickets.post("", status_code=201)
+async def create_ticket(body: TicketCreate, db: _Db) -> JSONResponse:
+    row = db.create_ticket(body.subject, body.body, queue=body.queue, priority=body.priority, state=body.state)
+    return JSONResponse(_ticket(row), status_code=201)
+
+
+@tickets.get("/{ticket_id}")
+async def get_ticket(ticket_id: int, db: _Db) -> JSONResponse:
+    return JSONResponse(_ticket(db.get_ticket(ticket_id)))
+
+
+@tickets.patch("/{ticket_id}")
+async def update_ticket(ticket_id: int, body: TicketUpdate, db: _Db) -> JSONResponse:
+    row = db.update_ticket(ticket_id, **body.model_dump(exclude_none=True))
+    return JSONResponse(_ticket(row))
+
+
+@tickets.post("/{ticket_id}/resolve")
+async def resolve_ticket(ticket_id: int, db: _Db, body: TicketResolve | None = None) -> JSONResponse:
+    body = body or TicketResolve()
+    row = db.resolve_ticket(ticket_id, queue=body.queue, priority=body.priority, state=body.state)
+    return JSONResponse(_ticket(row))
+
+
+@notes.get("/{ticket_id}/notes")
+async def list_notes(ticket_id: int, db: _Db) -> JSONResponse:
+    return JSONResponse({"items": [n.to_dict() for n in db.list_notes(ticket_id)]})
+
+
+@notes.post("/{ticket_id}/notes", status_code=201)
+async def add_note(ticket_id: int, body: NoteCreate, db: _Db) -> JSONResponse:
+    note = db.add_note(ticket_id, body.body, subject=body.subject, internal=body.internal, author=body.author)
+    return JSONResponse(note.to_dict(), status_code=201)
+
+
+@testing.post("/faults", status_code=201)
+async def add_fault(body: FaultCreate, faults: Annotated[FaultInjector, Depends(_faults)]) -> JSONResponse:
+    faults.add(Fault(**body.model_dump()))
+    return JSONResponse({"ok": True}, status_code=201)
+
+
+@testing.delete("/faults")
+async def clear_faults(faults: Annotated[FaultInjector, Depends(_faults)]) -> JSONResponse:
+    faults.clear()
+    return JSONResponse({"ok": True})
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """The sandbox's error answers: ``{"error": code, "message": ..., **details}`` with 400/404/409/422."""
+
+    async def not_found(_: Request, exc: Exception) -> JSONResponse:
+        return _error(404, "not_found", str(exc))
+
+    async def unknown(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, UnknownValue)
+        return _error(422, "unknown_value", str(exc), field=exc.field, value=exc.value, allowed=exc.allowed)
+
+    async def conflict(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, VersionConflict)
+        return _error(409, "version_conflict", str(exc), expected=exc.expected, actual=exc.actual)
+
+    async def invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return _error(400, "invalid_request", "; ".join(problems))
+
+    async def bad(_: Request, exc: Exception) -> JSONResponse:
+        return _error(400, "invalid_request", str(exc))
+
+    app.add_exception_handler(TicketNotFound, not_found)
+    app.add_exception_handler(UnknownValue, unknown)
+    app.add_exception_handler(VersionConflict, conflict)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(_BadRequest, bad)
+
+
 def create_app(db: SandboxDB, *, token: str | None = None, faults: FaultInjector | None = None) -> FastAPI:
     """The sandbox's ASGI app over ``db``; ``token`` turns on bearer-token auth."""
     app = FastAPI(
@@ -264,153 +438,10 @@ def create_app(db: SandboxDB, *, token: str | None = None, faults: FaultInjector
     faults = faults if faults is not None else FaultInjector()
     app.state.db = db
     app.state.faults = faults
-
     if token:
         app.add_middleware(BearerAuthMiddleware, expected=f"Bearer {token}".encode())
     app.add_middleware(FaultMiddleware, faults=faults)
-
-    @app.exception_handler(TicketNotFound)
-    async def _not_found(_: Request, exc: TicketNotFound) -> JSONResponse:
-        return _error(404, "not_found", str(exc))
-
-    @app.exception_handler(UnknownValue)
-    async def _unknown(_: Request, exc: UnknownValue) -> JSONResponse:
-        return _error(422, "unknown_value", str(exc), field=exc.field, value=exc.value, allowed=exc.allowed)
-
-    @app.exception_handler(VersionConflict)
-    async def _conflict(_: Request, exc: VersionConflict) -> JSONResponse:
-        return _error(409, "version_conflict", str(exc), expected=exc.expected, actual=exc.actual)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        return _error(400, "invalid_request", "; ".join(problems))
-
-    @app.exception_handler(_BadRequest)
-    async def _bad(_: Request, exc: _BadRequest) -> JSONResponse:
-        return _error(400, "invalid_request", str(exc))
-
-    # ---- meta
-
-    @app.get("/api/health", tags=["meta"])
-    async def health() -> JSONResponse:
-        return JSONResponse({"status": "ok", "tickets": db.count_tickets()})
-
-    @app.get("/api/queues", tags=["meta"])
-    async def queues() -> JSONResponse:
-        return JSONResponse({"items": [{"name": n} for n in db.queues()]})
-
-    @app.post("/api/queues", status_code=201, tags=["meta"])
-    async def add_queue(body: QueueCreate) -> JSONResponse:
-        """Append a queue: 201 when new, 200 when it already exists."""
-        created = db.add_queue(body.name)
-        return JSONResponse({"name": body.name}, status_code=201 if created else 200)
-
-    @app.get("/api/priorities", tags=["meta"])
-    async def priorities() -> JSONResponse:
-        return JSONResponse({"items": [{"name": n} for n in db.priorities()]})
-
-    @app.get("/api/states", tags=["meta"])
-    async def states() -> JSONResponse:
-        return JSONResponse({"items": [{"name": n} for n in db.states()]})
-
-    # ---- tickets
-
-    def _paging(page: int, per_page: int, offset: int | None, limit: int | None) -> tuple[int, int, int]:
-        size = limit if limit is not None else per_page
-        start = offset if offset is not None else (page - 1) * size
-        return (start // size + 1 if offset is not None else page), size, start
-
-    @app.get("/api/tickets", tags=["tickets"])
-    async def list_tickets(
-        queue: list[str] = Query(default=[]),
-        state: list[str] = Query(default=[]),
-        priority: list[str] = Query(default=[]),
-        updated_since: str | None = None,
-        resolved_since: str | None = None,
-        page: int = Query(1, ge=1),
-        per_page: int = Query(50, ge=1, le=MAX_PER_PAGE),
-        offset: int | None = Query(None, ge=0),
-        limit: int | None = Query(None, ge=1, le=MAX_PER_PAGE),
-        after_id: int | None = Query(None, ge=0),
-    ) -> JSONResponse:
-        page, size, start = _paging(page, per_page, offset, limit)
-        if after_id is not None:
-            start = 0
-        rows, total, more = db.list_tickets(
-            queues=queue,
-            states=state,
-            priorities=priority,
-            updated_since=_time_param("updated_since", updated_since),
-            resolved_since=_time_param("resolved_since", resolved_since),
-            after_id=after_id,
-            offset=start,
-            limit=size,
-        )
-        return _page(rows, total, more, page=page, per_page=size, offset=start, after_id=after_id)
-
-    @app.get("/api/tickets/resolved", tags=["tickets"])
-    async def list_resolved(
-        resolved_since: str | None = None,
-        page: int = Query(1, ge=1),
-        per_page: int = Query(50, ge=1, le=MAX_PER_PAGE),
-        offset: int | None = Query(None, ge=0),
-        limit: int | None = Query(None, ge=1, le=MAX_PER_PAGE),
-        after_id: int | None = Query(None, ge=0),
-    ) -> JSONResponse:
-        page, size, start = _paging(page, per_page, offset, limit)
-        if after_id is not None:
-            start = 0
-        rows, total, more = db.list_tickets(
-            resolved_only=True,
-            resolved_since=_time_param("resolved_since", resolved_since),
-            after_id=after_id,
-            offset=start,
-            limit=size,
-        )
-        return _page(rows, total, more, page=page, per_page=size, offset=start, after_id=after_id)
-
-    @app.post("/api/tickets", status_code=201, tags=["tickets"])
-    async def create_ticket(body: TicketCreate) -> JSONResponse:
-        row = db.create_ticket(body.subject, body.body, queue=body.queue, priority=body.priority, state=body.state)
-        return JSONResponse(_ticket(row), status_code=201)
-
-    @app.get("/api/tickets/{ticket_id}", tags=["tickets"])
-    async def get_ticket(ticket_id: int) -> JSONResponse:
-        return JSONResponse(_ticket(db.get_ticket(ticket_id)))
-
-    @app.patch("/api/tickets/{ticket_id}", tags=["tickets"])
-    async def update_ticket(ticket_id: int, body: TicketUpdate) -> JSONResponse:
-        row = db.update_ticket(ticket_id, **body.model_dump(exclude_none=True))
-        return JSONResponse(_ticket(row))
-
-    @app.post("/api/tickets/{ticket_id}/resolve", tags=["tickets"])
-    async def resolve_ticket(ticket_id: int, body: TicketResolve | None = None) -> JSONResponse:
-        body = body or TicketResolve()
-        row = db.resolve_ticket(ticket_id, queue=body.queue, priority=body.priority, state=body.state)
-        return JSONResponse(_ticket(row))
-
-    # ---- notes
-
-    @app.get("/api/tickets/{ticket_id}/notes", tags=["notes"])
-    async def list_notes(ticket_id: int) -> JSONResponse:
-        return JSONResponse({"items": [n.to_dict() for n in db.list_notes(ticket_id)]})
-
-    @app.post("/api/tickets/{ticket_id}/notes", status_code=201, tags=["notes"])
-    async def add_note(ticket_id: int, body: NoteCreate) -> JSONResponse:
-        note = db.add_note(ticket_id, body.body, subject=body.subject, internal=body.internal, author=body.author)
-        return JSONResponse(note.to_dict(), status_code=201)
-
-    # ---- fault injection (tests)
-
-    @app.post("/_sandbox/faults", status_code=201, tags=["testing"])
-    async def add_fault(body: FaultCreate) -> JSONResponse:
-        faults.add(Fault(**body.model_dump()))
-        return JSONResponse({"ok": True}, status_code=201)
-
-    @app.delete("/_sandbox/faults", tags=["testing"])
-    async def clear_faults() -> JSONResponse:
-        faults.clear()
-        return JSONResponse({"ok": True})
-
+    _add_error_handlers(app)
+    for router in (meta, tickets, notes, testing):
+        app.include_router(router)
     return app

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
@@ -27,11 +28,28 @@ from connector.store.db import Store, as_utc, utcnow
 from connector.store.leases import leases_of
 from connector.store.tables import Decision, PollState
 
-CLAIMED = "claimed"
+class DecisionStatus(StrEnum):
+    """A decision's status as stored (the values are the ``status`` column's strings).
+
+    A row starts ``claimed`` (the pipeline is writing the ticket) and ends in
+    one of the final statuses; dry-run, skipped and some failed decisions are
+    recorded final right away.
+    """
+
+    CLAIMED = "claimed"
+    APPLIED = "applied"
+    SUGGESTED = "suggested"
+    DRY_RUN = "dry_run"
+    SKIPPED = "skipped"
+    CHANGED = "changed"
+    FAILED = "failed"
+
+
+CLAIMED = DecisionStatus.CLAIMED
 #: final statuses of a decision
-FINAL_STATUSES = ("applied", "suggested", "dry_run", "skipped", "changed", "failed")
+FINAL_STATUSES = tuple(s for s in DecisionStatus if s is not DecisionStatus.CLAIMED)
 #: statuses whose row means "the daemon wrote (or meant to write) to the ticket"
-ROUTED = "applied"
+ROUTED = DecisionStatus.APPLIED
 #: ``applied["note"]`` of a claim whose note is being sent (it may be on the ticket)
 NOTE_PENDING = "pending"
 
@@ -45,7 +63,7 @@ class DecisionRecord:
     id: int
     system: str
     ticket_id: str
-    status: str
+    status: DecisionStatus
     mode: str
     claimed_by: str
     claimed_at: datetime
@@ -65,7 +83,7 @@ class DecisionRecord:
             id=row.id,
             system=row.system,
             ticket_id=row.ticket_id,
-            status=row.status,
+            status=DecisionStatus(row.status),
             mode=row.mode,
             claimed_by=row.claimed_by,
             claimed_at=as_utc(row.claimed_at),  # type: ignore[arg-type]
@@ -112,6 +130,32 @@ class NewDecision:
     planned: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class Outcome:
+    """How a decision ends: the final status, why, the error (if any) and what is on the ticket."""
+
+    ticket_id: str
+    status: DecisionStatus
+    reason: str | None = None
+    error: str | None = None
+    applied: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class FinalRecord:
+    """A decision recorded final at once, without a claim (dry-run, skipped, failed before any write)."""
+
+    new: NewDecision
+    outcome: Outcome
+
+
+def final_status(status: str) -> DecisionStatus:
+    """``status`` as a final :class:`DecisionStatus`; ValueError for ``claimed`` or an unknown string."""
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"not a final status: {status!r}")
+    return DecisionStatus(status)
+
+
 class DecisionStore:
     """Claims, outcomes, cursors and poll health on top of a :class:`Store`."""
 
@@ -137,7 +181,7 @@ class DecisionStore:
 
     def claim(self, new: NewDecision) -> bool:
         """Insert the ticket's decision as ``claimed`` by this instance; False if it already has one."""
-        return self._insert(new, CLAIMED) is not None
+        return self._insert(new, None) is not None
 
     def record(
         self,
@@ -149,38 +193,12 @@ class DecisionStore:
         applied: Mapping[str, Any] | None = None,
     ) -> bool:
         """Insert an already-final decision (dry_run, skipped, failed before any claim); False if decided before."""
-        if status not in FINAL_STATUSES:
-            raise ValueError(f"not a final status: {status!r}")
-        return self._insert(new, status, reason=reason, error=error, applied=applied) is not None
+        outcome = Outcome(new.ticket_id, final_status(status), reason, error, dict(applied or {}))
+        return self._insert(new, outcome) is not None
 
-    def _insert(
-        self,
-        new: NewDecision,
-        status: str,
-        *,
-        reason: str | None = None,
-        error: str | None = None,
-        applied: Mapping[str, Any] | None = None,
-    ) -> int | None:
-        """The new row's id, or None when the ticket had a decision already."""
-        now = utcnow()
-        row = Decision(
-            system=new.system,
-            ticket_id=new.ticket_id,
-            status=status,
-            mode=new.mode,
-            claimed_by=self.instance_id,
-            claimed_at=now,
-            decided_at=None if status == CLAIMED else now,
-            model_version=new.model_version,
-            predictions=new.predictions,
-            original=new.original,
-            planned=new.planned,
-            applied=dict(applied or {}),
-            reason=reason,
-            error=error,
-            attempts=0,
-        )
+    def _insert(self, new: NewDecision, outcome: Outcome | None) -> int | None:
+        """The new row (claimed, or final with ``outcome``)'s id, or None when the ticket had a decision already."""
+        row = Decision(**self._row_values(new, outcome, utcnow()))
         try:
             with self.store.session() as session:
                 session.add(row)
@@ -188,22 +206,18 @@ class DecisionStore:
             return None
         return row.id
 
-    def claim_many(
-        self,
-        claims: Sequence[NewDecision],
-        finals: Sequence[tuple[NewDecision, str, str | None, str | None]] = (),
-    ) -> dict[str, int]:
-        """In one transaction: claim ``claims`` and record ``finals`` (decision, status, reason, error).
+    def claim_many(self, claims: Sequence[NewDecision], finals: Sequence[FinalRecord] = ()) -> dict[str, int]:
+        """In one transaction: claim ``claims`` and record ``finals``.
 
         Returns the ticket ids this call inserted, each with its decision's id
         (the marker in the ticket's note); the others had a decision already
         (another daemon, an overlapping poll).  Uses ``INSERT … ON
         CONFLICT DO NOTHING`` (SQLite, PostgreSQL): one commit for a whole page.
         """
-        for _, status, _, _ in finals:
-            if status not in FINAL_STATUSES:
-                raise ValueError(f"not a final status: {status!r}")
-        rows = [(new, CLAIMED, None, None) for new in claims] + list(finals)
+        for final in finals:
+            final_status(final.outcome.status)
+        rows: list[tuple[NewDecision, Outcome | None]] = [(new, None) for new in claims]
+        rows += [(final.new, final.outcome) for final in finals]
         if not rows:
             return {}
         dialect = self.store.engine.dialect.name
@@ -212,11 +226,10 @@ class DecisionStore:
         elif dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         else:  # one transaction per row elsewhere
-            inserted = [(n.ticket_id, self._insert(n, CLAIMED)) for n in claims]
-            inserted += [(n.ticket_id, self._insert(n, st, reason=r, error=e)) for n, st, r, e in finals]
+            inserted = [(new.ticket_id, self._insert(new, outcome)) for new, outcome in rows]
             return {ticket_id: row_id for ticket_id, row_id in inserted if row_id is not None}
         now = utcnow()
-        values = [self._row_values(new, status, now, reason=reason, error=error) for new, status, reason, error in rows]
+        values = [self._row_values(new, outcome, now) for new, outcome in rows]
         statement = (
             dialect_insert(Decision.__table__)
             .on_conflict_do_nothing(index_elements=["system", "ticket_id"])
@@ -226,34 +239,31 @@ class DecisionStore:
             # one multi-row INSERT … RETURNING per batch ("insertmanyvalues"): conflicting rows return nothing
             return {str(t): int(i) for t, i in session.connection().execute(statement, values).all()}
 
-    def finish_many(self, system: str, items: Sequence[tuple[str, str, str | None, str | None, Mapping[str, Any] | None]]) -> int:
-        """Finish several of this instance's claims in one transaction: (ticket_id, status, reason, error, applied)."""
-        if not items:
-            return 0
-        for item in items:
-            if item[1] not in FINAL_STATUSES:
-                raise ValueError(f"not a final status: {item[1]!r}")
+    def _own_claim(self, system: str) -> tuple[Any, ...]:
+        """The WHERE terms of this instance's unfinished claims in ``system`` (the table's columns)."""
         table = Decision.__table__
-        now = utcnow()
+        return (table.c.system == system, table.c.status == CLAIMED.value, table.c.claimed_by == self.instance_id)
+
+    def finish_many(self, system: str, outcomes: Sequence[Outcome]) -> int:
+        """Finish several of this instance's claims in one transaction; returns how many were claims of ours."""
+        if not outcomes:
+            return 0
+        table = Decision.__table__
         statement = (
             update(table)
-            .where(
-                table.c.system == system,
-                table.c.ticket_id == bindparam("b_ticket_id"),
-                table.c.status == CLAIMED,
-                table.c.claimed_by == self.instance_id,
-            )
+            .where(table.c.ticket_id == bindparam("b_ticket_id"), *self._own_claim(system))
             .values(
                 status=bindparam("b_status"),
-                decided_at=now,
+                decided_at=utcnow(),
                 reason=bindparam("b_reason"),
                 error=bindparam("b_error"),
                 applied=bindparam("b_applied", type_=table.c.applied.type),
             )
         )
         params = [
-            {"b_ticket_id": t, "b_status": st, "b_reason": r, "b_error": e, "b_applied": dict(a or {})}
-            for t, st, r, e, a in items
+            {"b_ticket_id": o.ticket_id, "b_status": final_status(o.status).value, "b_reason": o.reason,
+             "b_error": o.error, "b_applied": dict(o.applied or {})}
+            for o in outcomes
         ]
         with self.store.session() as session:
             result = session.connection().execute(statement, params)
@@ -263,37 +273,31 @@ class DecisionStore:
         """Drop several of this instance's unfinished claims (their write never started)."""
         ids = list(ticket_ids)
         released = 0
+        table = Decision.__table__
         with self.store.session() as session:
             for start in range(0, len(ids), _IN_CHUNK):
-                result = session.execute(
-                    delete(Decision).where(
-                        Decision.system == system,
-                        Decision.ticket_id.in_(ids[start : start + _IN_CHUNK]),
-                        Decision.status == CLAIMED,
-                        Decision.claimed_by == self.instance_id,
-                    )
-                )
+                chunk = ids[start : start + _IN_CHUNK]
+                result = session.execute(delete(table).where(table.c.ticket_id.in_(chunk), *self._own_claim(system)))
                 released += result.rowcount or 0
         return released
 
-    def _row_values(
-        self, new: NewDecision, status: str, now: datetime, *, reason: str | None = None, error: str | None = None
-    ) -> dict[str, Any]:
+    def _row_values(self, new: NewDecision, outcome: Outcome | None, now: datetime) -> dict[str, Any]:
+        """A new row: claimed by this instance (``outcome`` None), or final with ``outcome``."""
         return {
             "system": new.system,
             "ticket_id": new.ticket_id,
-            "status": status,
+            "status": CLAIMED.value if outcome is None else final_status(outcome.status).value,
             "mode": new.mode,
             "claimed_by": self.instance_id,
             "claimed_at": now,
-            "decided_at": None if status == CLAIMED else now,
+            "decided_at": None if outcome is None else now,
             "model_version": new.model_version,
             "predictions": new.predictions,
             "original": new.original,
             "planned": new.planned,
-            "applied": {},
-            "reason": reason,
-            "error": error,
+            "applied": dict(outcome.applied or {}) if outcome is not None else {},
+            "reason": outcome.reason if outcome is not None else None,
+            "error": outcome.error if outcome is not None else None,
             "attempts": 0,
         }
 
@@ -303,16 +307,12 @@ class DecisionStore:
         From then on the note may be on the ticket: reconciliation looks for it
         (:attr:`DecisionRecord.note_pending`) instead of writing it blindly.
         """
+        table = Decision.__table__
         with self.store.session() as session:
             session.execute(
-                update(Decision)
-                .where(
-                    Decision.system == system,
-                    Decision.ticket_id == ticket_id,
-                    Decision.status == CLAIMED,
-                    Decision.claimed_by == self.instance_id,
-                )
-                .values(attempts=Decision.attempts + 1, applied={"note": NOTE_PENDING})
+                update(table)
+                .where(table.c.ticket_id == ticket_id, *self._own_claim(system))
+                .values(attempts=table.c.attempts + 1, applied={"note": NOTE_PENDING})
             )
 
     def finish(
@@ -326,39 +326,12 @@ class DecisionStore:
         applied: Mapping[str, Any] | None = None,
     ) -> bool:
         """Turn this instance's claim into a final decision; False when no such claim exists."""
-        if status not in FINAL_STATUSES:
-            raise ValueError(f"not a final status: {status!r}")
-        with self.store.session() as session:
-            result = session.execute(
-                update(Decision)
-                .where(
-                    Decision.system == system,
-                    Decision.ticket_id == ticket_id,
-                    Decision.status == CLAIMED,
-                    Decision.claimed_by == self.instance_id,
-                )
-                .values(
-                    status=status,
-                    decided_at=utcnow(),
-                    reason=reason,
-                    error=error,
-                    applied=dict(applied or {}),
-                )
-            )
-            return result.rowcount == 1
+        outcome = Outcome(ticket_id, final_status(status), reason, error, dict(applied or {}))
+        return self.finish_many(system, [outcome]) == 1
 
     def release(self, system: str, ticket_id: str) -> bool:
         """Drop this instance's unfinished claim so the ticket is decided afresh by a later poll."""
-        with self.store.session() as session:
-            result = session.execute(
-                delete(Decision).where(
-                    Decision.system == system,
-                    Decision.ticket_id == ticket_id,
-                    Decision.status == CLAIMED,
-                    Decision.claimed_by == self.instance_id,
-                )
-            )
-            return result.rowcount == 1
+        return self.release_many(system, [ticket_id]) == 1
 
     def unfinished(self, system: str, claim_timeout: float) -> list[DecisionRecord]:
         """Claims to reconcile: this instance's own, and those of instances that are no longer running.
@@ -378,7 +351,7 @@ class DecisionStore:
         with self.store.session() as session:
             rows = session.scalars(
                 select(Decision)
-                .where(Decision.system == system, Decision.status == CLAIMED)
+                .where(Decision.system == system, Decision.status == CLAIMED.value)
                 .order_by(Decision.claimed_at)
             ).all()
             leases = leases_of(session, {r.claimed_by for r in rows} - {self.instance_id})
@@ -406,7 +379,7 @@ class DecisionStore:
                 .where(
                     Decision.system == system,
                     Decision.ticket_id == ticket_id,
-                    Decision.status == CLAIMED,
+                    Decision.status == CLAIMED.value,
                     Decision.claimed_by == owner,
                     Decision.claimed_at == claimed_at,
                 )
@@ -444,7 +417,8 @@ class DecisionStore:
     def forget_failed(self, system: str) -> int:
         """Delete the system's ``failed`` decisions so a later poll tries those tickets again."""
         with self.store.session() as session:
-            result = session.execute(delete(Decision).where(Decision.system == system, Decision.status == "failed"))
+            failed = DecisionStatus.FAILED.value
+            result = session.execute(delete(Decision).where(Decision.system == system, Decision.status == failed))
             return int(result.rowcount or 0)
 
     # ------------------------------------------------------------------ poll state

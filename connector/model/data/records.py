@@ -150,24 +150,6 @@ class LabeledData:
             **({"stats": dict(self.stats)} if self.stats else {}),
         }
 
-    @classmethod
-    def from_records(
-        cls,
-        records: Iterable[tuple[str, Mapping[str, str | None]]],
-        *,
-        fields: Sequence[str] | None = None,
-        source: str = "<records>",
-        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
-    ) -> LabeledData:
-        """Build from ``(text, {field: label})`` pairs (text already cleaned), dropping exact duplicates.
-
-        Used by the learning loop for exported tickets.
-        """
-        builder = ExampleBuilder(list(fields) if fields else None, source, max_text_chars)
-        for n, (text, labels) in enumerate(records, start=1):
-            builder.add(text, labels, n)
-        return builder.result()
-
 
 def _row_key(text: str, labels: Sequence[str | None]) -> bytes:
     h = hashlib.blake2b(digest_size=16)

@@ -1,22 +1,17 @@
-"""Model management for the API, on top of the model lifecycle's :class:`ModelRegistry`."""
+"""Model management for the API (list, activate, roll back, register a trained run) over :class:`ModelRegistry`.
+
+Errors are the registry's :class:`~connector.model.registry.RegistryError`; its ``code`` picks the HTTP answer.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from connector.api.schemas import ModelVersionOut
 from connector.config import AppConfig
 from connector.model.classifier import ModelLoadError
-from connector.model.registry import ModelInfo, ModelRegistry
-from connector.model.registry import RegistryError as _LifecycleRegistryError
+from connector.model.registry import ModelInfo, ModelRegistry, RegistryError
 from connector.store.db import Store
-
-class RegistryError(Exception):
-    """A model operation the API answers with ``status`` and ``code``."""
-
-    def __init__(self, message: str, *, status: int = 400, code: str = "bad_request") -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
 
 def _version_out(info: ModelInfo) -> ModelVersionOut:
     return ModelVersionOut(
@@ -41,11 +36,9 @@ class ModelOps:
         known = [i for i in self.registry.list(field) if i.version == version]
         if not known:
             where = f" for field {field!r}" if field else ""
-            raise RegistryError(f"no model version {version!r}{where}", status=404, code="not_found")
+            raise RegistryError(f"no model version {version!r}{where}", code="not_found")
         try:
             infos = self.registry.activate(version, field=field, reason="activated through the API")
-        except _LifecycleRegistryError as exc:
-            raise RegistryError(str(exc)) from None
         except ModelLoadError as exc:
             raise RegistryError(f"the model cannot be loaded: {exc}", code="unusable_model") from None
         return {info.field: info.version for info in infos}
@@ -56,8 +49,9 @@ class ModelOps:
             for field in fields or [None]:  # type: ignore[list-item]
                 for info in self.registry.rollback(field, reason="rollback through the API"):
                     changed[info.field] = info.version
-        except _LifecycleRegistryError as exc:
-            raise RegistryError(str(exc), status=409, code="conflict") from None
+        except RegistryError as exc:
+            raise RegistryError(str(exc), code="conflict") from None
         except ModelLoadError as exc:
             raise RegistryError(f"the earlier model cannot be loaded: {exc}", code="unusable_model") from None
         return changed
+
