@@ -5,7 +5,6 @@ Errors are the registry's :class:`~connector.model.registry.RegistryError`; its 
 
 from __future__ import annotations
 
-from typing import Any
 
 from connector.api.schemas import ModelVersionOut
 from connector.config import AppConfig
