@@ -167,6 +167,7 @@ class Chaos:
     move_at: list[float]
     hand_moved: dict[int, str] = field(default_factory=dict)
     kills: int = 0
+    note_faults: int = 0
 
 
 def progress(db: SandboxDB, tickets: int) -> float:
@@ -250,7 +251,7 @@ def report(counts: dict[str, int], chaos: Chaos, seconds: float, left_claims: in
     expected = chaos.tickets - len(chaos.hand_moved)
     print()
     print(f"{chaos.tickets} tickets, {chaos.kills} SIGKILLs of daemon A, {len(chaos.hand_moved)} moved by hand, "
-          f"{seconds:.0f} s")
+          f"{chaos.note_faults} note requests failed (503 or timeout), {seconds:.0f} s")
     print(f"routed                  : {counts.get('routed', 0)} (goal {expected})")
     for key in ("routed twice", "moved without note", "with two notes", "without decision record",
                 "hand moves overwritten", "left in the Inbox"):
@@ -284,6 +285,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             drive(a, db, api, chaos, rng, deadline)
             left = wait_settled(store_url, deadline)
             codes = (a.stop(), b.stop())
+            chaos.note_faults = httpx.get(f"{api.removesuffix('/api')}/_sandbox/faults", timeout=10).json()["hits"]
             report(verdict(db, store_url, chaos), chaos, time.monotonic() - started, left)
             print(f"exit codes on SIGTERM   : A {codes[0]}, B {codes[1]}; logs in {workdir}" if args.keep else
                   f"exit codes on SIGTERM   : A {codes[0]}, B {codes[1]}")

@@ -236,6 +236,7 @@ def test_fault_probability_hits_a_share_of_requests(sandbox, client) -> None:
     hit = statuses.count(503)
     assert set(statuses) == {200, 503}
     assert 45 <= hit <= 135, hit  # 90 expected; far outside only if the probability is ignored or inverted
+    assert httpx.get(f"{sandbox}/_sandbox/faults").json() == {"hits": hit, "active": 1}
     assert httpx.post(f"{sandbox}/_sandbox/faults", json={"path": "/queues", "probability": 0}).status_code == 400  # the sandbox answers validation errors with 400
 
 

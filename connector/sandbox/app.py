@@ -85,8 +85,8 @@ class FaultInjector:
         with self._lock:
             self._faults.clear()
 
-    def __bool__(self) -> bool:
-        return bool(self._faults)
+    def __len__(self) -> int:
+        return len(self._faults)
 
     def take(self, method: str, path: str) -> Fault | None:
         with self._lock:
@@ -391,6 +391,12 @@ async def add_note(ticket_id: int, body: NoteCreate, db: _Db) -> JSONResponse:
 async def add_fault(body: FaultCreate, faults: Annotated[FaultInjector, Depends(_faults)]) -> JSONResponse:
     faults.add(Fault(**body.model_dump()))
     return JSONResponse({"ok": True}, status_code=201)
+
+
+@testing.get("/faults")
+async def fault_hits(faults: Annotated[FaultInjector, Depends(_faults)]) -> JSONResponse:
+    """How many requests got an injected fault so far."""
+    return JSONResponse({"hits": faults.hits, "active": len(faults)})
 
 
 @testing.delete("/faults")

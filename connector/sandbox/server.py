@@ -74,6 +74,10 @@ class RemoteFaults:
     def clear(self) -> None:
         httpx.delete(self.url, timeout=10).raise_for_status()
 
+    @property
+    def hits(self) -> int:
+        return int(httpx.get(self.url, timeout=10).json()["hits"])
+
 
 def _bind(host: str, port: int) -> socket.socket:
     # proto IPPROTO_TCP (not 0): asyncio then sets TCP_NODELAY on accepted connections,
