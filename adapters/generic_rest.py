@@ -542,7 +542,6 @@ def _paging_params(paging: PagingSettings, position: _Position, page_size: int) 
 class GenericRestAdapter(Adapter):
     """A helpdesk with a JSON REST API, described entirely by :class:`GenericRestSettings`."""
 
-    type_name = "generic_rest"
     settings_model = GenericRestSettings
     settings: GenericRestSettings
 

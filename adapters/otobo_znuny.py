@@ -334,7 +334,6 @@ def _bare(ticket_id: int) -> Ticket:
 class OtoboZnunyAdapter(Adapter):
     """OTOBO / Znuny / OTRS through the GenericInterface REST ticket connector."""
 
-    type_name: ClassVar[str] = "otobo"
     #: TicketUpdate takes the fields and the note (Article) in one request
     note_in_update = True
     settings_model: ClassVar[type[AdapterSettings]] = OtoboZnunySettings

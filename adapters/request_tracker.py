@@ -228,7 +228,6 @@ class _LruCache:
 class RequestTrackerAdapter(Adapter):
     """Request Tracker 5 (REST2)."""
 
-    type_name: ClassVar[str] = "request_tracker"
     settings_model: ClassVar[type[AdapterSettings]] = RequestTrackerSettings
 
     def __init__(

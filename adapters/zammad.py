@@ -281,7 +281,6 @@ class _ZammadTransport(HttpTransport):
 class ZammadAdapter(Adapter):
     """Zammad REST API v1 (see the module docstring for the behaviour relied on)."""
 
-    type_name: ClassVar[str] = "zammad"
     #: fields and note in one ``PUT /tickets/{id}`` (Zammad applies both or neither)
     note_in_update = True
     settings_model: ClassVar[type[AdapterSettings]] = ZammadSettings

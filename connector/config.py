@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from adapters import ADAPTER_TYPES, adapter_class
+from adapters.registry import ADAPTER_TYPES, adapter_class
 from adapters.base import AdapterSettings
 from connector.api.settings import ApiSettings
 from connector.learning.settings import LearningSettings

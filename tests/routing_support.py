@@ -38,7 +38,6 @@ class Note:
 class MemoryAdapter(Adapter):
     """An in-memory helpdesk.  Counts calls; hooks let a test change tickets or fail calls."""
 
-    type_name = "memory"
     settings_model = MemorySettings
 
     def __init__(

@@ -20,7 +20,6 @@ from adapters.request_tracker import (
 
 def test_registered_under_its_type_name() -> None:
     assert adapter_class("request_tracker") is RequestTrackerAdapter
-    assert RequestTrackerAdapter.type_name == "request_tracker"
 
 
 @pytest.mark.parametrize(

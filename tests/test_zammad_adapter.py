@@ -83,7 +83,6 @@ def last_cursor(pages: list[TicketPage], default: str | None = None) -> str | No
 
 def test_registered_under_type_zammad() -> None:
     assert adapter_class("zammad") is ZammadAdapter
-    assert ZammadAdapter.type_name == "zammad"
     assert ZammadAdapter.settings_model is ZammadSettings
 
 
