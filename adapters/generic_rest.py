@@ -28,7 +28,7 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 import httpx
@@ -44,7 +44,7 @@ from adapters.base import (
     TicketPage,
     UnknownValueError,
 )
-from adapters.http import HttpTransport, RetryPolicy, decode_json
+from adapters.http import HttpSettings, HttpTransport, decode_json
 
 log = logging.getLogger(__name__)
 
@@ -333,19 +333,20 @@ class FieldPaths(_Section):
         return self
 
 
-class GenericRestSettings(AdapterSettings):
+class GenericRestSettings(HttpSettings):
     """``connection`` settings of ``type: generic_rest``; defaults fit the sandbox helpdesk."""
+
+    renamed_keys: ClassVar[Mapping[str, str]] = {
+        "max_connections": "max_concurrent_requests",
+        "retries": "retry_attempts",
+    }
 
     base_url: str
     auth: AuthSettings = Field(default_factory=AuthSettings)
     #: extra headers sent with every request
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: float = Field(30.0, gt=0, le=600)
-    #: verify TLS certificates; or the path of a CA bundle
-    verify_tls: bool | str = True
-    #: attempts per call for transient failures (connection errors, timeouts, 5xx, 429)
-    retries: int = Field(4, ge=1, le=20)
-    max_connections: int = Field(8, ge=1, le=256)
+    max_concurrent_requests: int = Field(8, ge=1, le=256)
     #: how ``{since}`` is written: ``iso`` (2024-05-01T12:00:00Z), ``epoch`` (seconds), ``epoch_ms``,
     #: or a strftime pattern such as ``%Y-%m-%d %H:%M:%S`` (UTC)
     time_format: str = "iso"
@@ -376,14 +377,6 @@ class GenericRestSettings(AdapterSettings):
         if value is not None:
             parse_path(value)
         return value
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        value = value.strip()
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
 
 
 # --------------------------------------------------------------------------- templates
@@ -572,16 +565,8 @@ class GenericRestAdapter(Adapter):
             auth = (s.auth.username or "", s.auth.password.get_secret_value() if s.auth.password else "")
         elif s.auth.type == "query":
             self._auth_params[s.auth.param or "token"] = token
-        self.transport = HttpTransport(
-            s.base_url,
-            system=name,
-            headers=headers,
-            auth=auth,
-            timeout=s.timeout,
-            verify=s.verify_tls,
-            retry=RetryPolicy(attempts=s.retries),
-            max_connections=s.max_connections,
-            transport=transport,
+        self.transport = HttpTransport.from_settings(
+            s, system=name, headers=headers, auth=auth, transport=transport
         )
         f = s.fields
         self._p_id = parse_path(f.id)

@@ -73,7 +73,7 @@ from adapters.base import (
     TicketPage,
     UnknownValueError,
 )
-from adapters.http import HttpTransport, RetryPolicy, decode_json
+from adapters.http import HttpSettings, HttpTransport, decode_json
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,10 @@ class OtoboRoutes(BaseModel):
         return value
 
 
-class OtoboZnunySettings(AdapterSettings):
+class OtoboZnunySettings(HttpSettings):
     """``connection`` settings of an OTOBO / Znuny / OTRS system."""
+
+    renamed_keys: ClassVar[Mapping[str, str]] = {"max_concurrency": "max_concurrent_requests"}
 
     #: the web service URL, e.g. https://host/otobo/nph-genericinterface.pl/Webservice/HelpdeskConnector
     #: (Znuny and OTRS: https://host/otrs/nph-genericinterface.pl/Webservice/HelpdeskConnector)
@@ -166,21 +168,6 @@ class OtoboZnunySettings(AdapterSettings):
     article_limit: int = Field(5, ge=1, le=100)
     #: tickets read to discover queue names when ``queues`` is unset
     queue_discovery_limit: int = Field(200, ge=0, le=5000)
-    timeout: float = Field(30.0, gt=0)
-    verify_tls: bool | str = True
-    #: requests in flight at once towards this system
-    max_concurrency: int = Field(4, ge=1, le=64)
-    retry_attempts: int = Field(4, ge=1, le=20)
-    retry_initial_wait: float = Field(0.5, ge=0)
-    retry_max_wait: float = Field(30.0, ge=0)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://", value):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
-
     @field_validator("time_zone")
     @classmethod
     def _zone(cls, value: str) -> str:
@@ -352,20 +339,8 @@ class OtoboZnunyAdapter(Adapter):
         super().__init__(name, settings, source_queues=source_queues, source_states=source_states)
         self.cfg: OtoboZnunySettings = settings
         self.tz = ZoneInfo(settings.time_zone)
-        self.http = _OtoboTransport(
-            settings.base_url,
-            system=name,
-            timeout=settings.timeout,
-            verify=settings.verify_tls,
-            retry=RetryPolicy(
-                attempts=settings.retry_attempts,
-                initial_wait=settings.retry_initial_wait,
-                max_wait=settings.retry_max_wait,
-            ),
-            max_connections=settings.max_concurrency,
-            transport=transport,
-        )
-        self._limit = asyncio.Semaphore(settings.max_concurrency)
+        self.http = _OtoboTransport.from_settings(settings, system=name, transport=transport)
+        self._limit = asyncio.Semaphore(settings.max_concurrent_requests)
         self._session_id: str | None = None
         self._login_lock = asyncio.Lock()
         self.logins = 0

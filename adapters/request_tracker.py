@@ -51,7 +51,7 @@ from adapters.base import (
     TransientError,
     UnknownValueError,
 )
-from adapters.http import HttpTransport, RetryPolicy
+from adapters.http import HttpSettings, HttpTransport, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,13 @@ TICKET_FIELDS = "Subject,Status,Queue,Priority,Created,LastUpdated,Resolved,Crea
 _TZ_SLACK = timedelta(hours=14)
 
 
-class RequestTrackerSettings(AdapterSettings):
+class RequestTrackerSettings(HttpSettings):
     """``connection`` settings of a ``type: request_tracker`` system."""
 
+    renamed_keys: ClassVar[Mapping[str, str]] = {"url": "base_url"}
+
     #: RT's base URL (with its web path, if any), e.g. ``https://rt.example.com`` or ``https://host/rt``
-    url: HttpUrl
+    base_url: HttpUrl  # type: ignore[assignment]
     #: a REST2 auth token (RT: Logged in as > Settings > Auth Tokens); or ``token_file``
     token: SecretStr | None = None
     #: HTTP basic auth instead of a token; ``password_file`` also works
@@ -82,15 +84,13 @@ class RequestTrackerSettings(AdapterSettings):
     #: the priority range the mapping may write (RT's default is 0..100)
     min_priority: int = 0
     max_priority: int = 100
-    timeout: float = Field(30.0, gt=0)
-    verify_tls: bool = True
     ca_file: str | None = None
     #: how many tickets' bodies are kept in memory (bodies never change in RT)
     body_cache_size: int = Field(5000, ge=0)
     #: how long a listed ticket's fields may stand in for the first read of that ticket
     listing_reuse_seconds: float = Field(60.0, ge=0)
 
-    @field_validator("url")
+    @field_validator("base_url")
     @classmethod
     def _no_rest_suffix(cls, value: HttpUrl) -> HttpUrl:
         if str(value).rstrip("/").endswith("/REST/2.0"):
@@ -109,7 +109,7 @@ class RequestTrackerSettings(AdapterSettings):
 
     @property
     def api_url(self) -> str:
-        return str(self.url).rstrip("/") + "/REST/2.0/"
+        return str(self.base_url).rstrip("/") + "/REST/2.0/"
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -250,14 +250,13 @@ class RequestTrackerAdapter(Adapter):
         else:
             assert settings.username is not None and settings.password is not None
             auth = (settings.username, settings.password.get_secret_value())
-        verify: bool | str = settings.ca_file if settings.ca_file else settings.verify_tls
-        self.http = HttpTransport(
-            settings.api_url,
+        self.http = HttpTransport.from_settings(
+            settings,
             system=name,
+            url=settings.api_url,
             headers=headers,
             auth=auth,
-            timeout=settings.timeout,
-            verify=verify,
+            verify=settings.ca_file or None,
             retry=retry,
             transport=transport,
         )
@@ -384,7 +383,7 @@ class RequestTrackerAdapter(Adapter):
             yield TicketPage(tickets, cursor=str(max(int(_str_id(i)) for i in items)))
 
     async def _bodies_for(self, items: list[tuple[str, Mapping[str, Any]]]) -> dict[str, tuple[str, bool]]:
-        semaphore = asyncio.Semaphore(4)
+        semaphore = asyncio.Semaphore(self.rt.max_concurrent_requests)
 
         async def one(ticket_id: str, item: Mapping[str, Any]) -> tuple[str, tuple[str, bool]]:
             async with semaphore:

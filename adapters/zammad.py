@@ -72,7 +72,7 @@ from adapters.base import (
     TicketPage,
     UnknownValueError,
 )
-from adapters.http import HttpTransport, RetryPolicy, error_for_status
+from adapters.http import HttpSettings, HttpTransport, RetryPolicy, error_for_status
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,13 @@ CURSOR_VERSION = 1
 # --------------------------------------------------------------------------- settings
 
 
-class ZammadSettings(AdapterSettings):
+class ZammadSettings(HttpSettings):
     """``connection`` settings of a ``type: zammad`` system."""
 
+    renamed_keys: ClassVar[Mapping[str, str]] = {"url": "base_url"}
+
     #: base URL of the Zammad instance, e.g. https://helpdesk.example.com
-    url: str
+    base_url: str
     #: an access token of the daemon's agent (Profile > Token Access) - or token_file
     token: SecretStr | None = None
     #: how the token is sent: "token" (``Token token=..``, access tokens) or "bearer" (OAuth2)
@@ -110,21 +112,10 @@ class ZammadSettings(AdapterSettings):
     resolved_query: str | None = None
     #: seconds the search index may lag behind the database; the cursor never passes now minus this
     search_index_lag: float = Field(300.0, ge=0)
-    timeout: float = Field(30.0, gt=0)
-    verify_tls: bool | str = True
-    #: HTTP requests in flight at most (listing, reading bodies, writing)
-    max_concurrent_requests: int = Field(4, ge=1, le=64)
-    #: attempts per call for transient errors (429, 5xx, timeouts, connection errors)
-    retry_attempts: int = Field(4, ge=1, le=20)
-    #: longest Retry-After honoured (seconds)
-    max_retry_after: float = Field(120.0, ge=0)
 
-    @field_validator("url")
+    @field_validator("base_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+    def _no_api_suffix(cls, value: str) -> str:
         if value.endswith("/api/v1"):
             value = value[: -len("/api/v1")]
         return value
@@ -308,16 +299,8 @@ class ZammadAdapter(Adapter):
         else:
             assert settings.username is not None and settings.password is not None
             auth = (settings.username, settings.password.get_secret_value())
-        self.http = _ZammadTransport(
-            settings.url,
-            system=name,
-            headers=headers,
-            auth=auth,
-            timeout=settings.timeout,
-            verify=settings.verify_tls,
-            retry=retry or RetryPolicy(attempts=settings.retry_attempts, max_retry_after=settings.max_retry_after),
-            max_connections=settings.max_concurrent_requests,
-            transport=transport,
+        self.http = _ZammadTransport.from_settings(
+            settings, system=name, headers=headers, auth=auth, retry=retry, transport=transport
         )
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         #: ticket id -> (body, is_html) of its first customer article, which does not change: the re-read

@@ -14,7 +14,7 @@ CONFIG = {
     "systems": {
         "helpdesk": {
             "type": "zammad",
-            "connection": {"url": "http://zammad.example", "token": "t"},
+            "connection": {"base_url": "http://zammad.example", "token": "t"},
             "source": {"queues": ["Incoming"], "states": ["new", "open"]},
         }
     }

@@ -408,12 +408,12 @@ def test_update_carrying_the_note_is_not_retried_after_a_500() -> None:
         calls.append(request)
         return httpx.Response(500, text="oops")
 
-    adapter = make("http://h.example", transport=httpx.MockTransport(handler), retries=3, add_note=None,
+    adapter = make("http://h.example", transport=httpx.MockTransport(handler), retry_attempts=3, add_note=None,
                    update={"method": "PATCH", "body": {"queue": "{queue}", "comment": "{note}"}})  # fmt: skip
     with pytest.raises(TransientError):
         run(adapter.update_ticket("1", TicketChange(queue="HR", note="n")))
     assert len(calls) == 1
-    plain = make("http://h.example", transport=httpx.MockTransport(handler), retries=2)
+    plain = make("http://h.example", transport=httpx.MockTransport(handler), retry_attempts=2)
     with pytest.raises(TransientError):
         run(plain.update_ticket("1", TicketChange(queue="HR")))  # PATCH without a note: idempotent, retried
     assert len(calls) == 3
@@ -434,7 +434,7 @@ def test_queues_and_priorities_from_api_or_static(sandbox) -> None:
 def test_transient_500_is_retried_then_succeeds(sandbox) -> None:
     sandbox.db.create_ticket("s", "b")
     sandbox.faults.add(path="/api/tickets/1$", status=500, times=1)
-    adapter = make(sandbox.api, retries=3)
+    adapter = make(sandbox.api, retry_attempts=3)
     assert run(adapter.get_ticket("1")).subject == "s"
     assert adapter.transport.calls == 2
 
@@ -443,7 +443,7 @@ def test_lasting_500_and_html_error_page_are_transient(sandbox) -> None:
     sandbox.db.create_ticket("s", "b")
     sandbox.faults.add(path="/api/tickets", status=502, times=-1, content_type="text/html",
                        body="<html><body><h1>502 Bad Gateway</h1></body></html>")  # fmt: skip
-    adapter = make(sandbox.api, retries=2)
+    adapter = make(sandbox.api, retry_attempts=2)
     with pytest.raises(TransientError, match="502.*Bad Gateway"):
         run(collect(adapter.list_new_tickets(None, 10)))
     assert adapter.transport.calls == 2
@@ -452,7 +452,7 @@ def test_lasting_500_and_html_error_page_are_transient(sandbox) -> None:
 def test_note_post_is_not_retried_after_a_500(sandbox) -> None:
     sandbox.db.create_ticket("s", "b")
     sandbox.faults.add(path="/notes$", method="POST", status=500, times=1)
-    adapter = make(sandbox.api, retries=3)
+    adapter = make(sandbox.api, retry_attempts=3)
     with pytest.raises(TransientError):
         run(adapter.update_ticket("1", TicketChange(note="once")))
     assert adapter.transport.calls == 1  # the note may have been stored: never sent twice
@@ -488,7 +488,7 @@ def test_answers_of_the_wrong_shape_name_the_path(sandbox) -> None:
 def test_timeout_is_transient(sandbox) -> None:
     sandbox.db.create_ticket("s", "b")
     sandbox.faults.add(path="/api/tickets/1$", status=0, delay=1.0)
-    adapter = make(sandbox.api, timeout=0.2, retries=1)
+    adapter = make(sandbox.api, timeout=0.2, retry_attempts=1)
     with pytest.raises(TransientError, match="timed out"):
         run(adapter.get_ticket("1"))
 
@@ -499,7 +499,7 @@ def test_unreachable_helpdesk_is_transient() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    adapter = make(f"http://127.0.0.1:{port}/api", retries=1)
+    adapter = make(f"http://127.0.0.1:{port}/api", retry_attempts=1)
     with pytest.raises(TransientError, match="cannot connect"):
         run(adapter.list_queues())
 
@@ -748,7 +748,7 @@ def test_429_honours_retry_after_and_403_is_an_authentication_error(sandbox) -> 
 
     sandbox.db.create_ticket("s", "b")
     sandbox.faults.add(path="/api/tickets/1$", status=429, headers={"Retry-After": "1"}, body='{"error": "slow down"}')
-    adapter = make(sandbox.api, retries=2)
+    adapter = make(sandbox.api, retry_attempts=2)
     started = time.monotonic()
     assert run(adapter.get_ticket("1")).subject == "s"
     assert adapter.transport.calls == 2 and time.monotonic() - started >= 0.9

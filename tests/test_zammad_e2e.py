@@ -55,7 +55,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def config(url: str, tmp_path: Path, *, mode: str = "apply", routing: dict[str, Any] | None = None,
            **connection: Any) -> AppConfig:
-    conn = {"url": url, "token": "agent-token", "search_index_lag": 60, "retry_attempts": 3}
+    conn = {"base_url": url, "token": "agent-token", "search_index_lag": 60, "retry_attempts": 3}
     conn.update(connection)
     return parse_config({
         "state_dir": str(tmp_path),
