@@ -9,6 +9,7 @@ at DEBUG only: the pipeline logs the transition to failing once.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
@@ -24,6 +25,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, retry_if
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from adapters.base import (
+    Adapter,
     AdapterError,
     AdapterSettings,
     AuthenticationError,
@@ -311,3 +313,79 @@ class HttpTransport:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+# --------------------------------------------------------------------------- adapter base
+
+
+class HttpAdapter(Adapter):
+    """An adapter that talks HTTP: :class:`HttpSettings`, one transport built from them, bounded concurrency.
+
+    A subclass names its ``settings_model`` (and ``transport_class`` where the
+    system has its own error forms) and says how it authenticates
+    (:meth:`credentials`); ``self.http`` and ``self.slots`` are then ready.
+    """
+
+    transport_class: ClassVar[type[HttpTransport]] = HttpTransport
+
+    def __init__(
+        self,
+        name: str,
+        settings: AdapterSettings | Mapping[str, Any],
+        *,
+        source_queues: list[str],
+        source_states: list[str],
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        settings = self._own_settings(settings)
+        super().__init__(name, settings, source_queues=source_queues, source_states=source_states)
+        headers, auth = self.credentials(settings)
+        self.http = self.transport_class.from_settings(
+            settings,
+            system=name,
+            url=self.api_url(settings),
+            headers=headers,
+            auth=auth,
+            verify=self.tls_verify(settings),
+            retry=retry,
+            transport=transport,
+        )
+        #: requests in flight at most towards this system
+        self.slots = asyncio.Semaphore(settings.max_concurrent_requests)
+
+    @classmethod
+    def _own_settings(cls, settings: Any) -> Any:
+        """``settings`` as this adapter's settings model (validated from a mapping or another model)."""
+        model = cls.settings_model
+        if isinstance(settings, model):
+            return settings
+        if isinstance(settings, AdapterSettings):
+            settings = settings.model_dump()
+        if not isinstance(settings, Mapping):
+            raise TypeError(f"{cls.__name__} needs {model.__name__}, not {type(settings).__name__}")
+        return model.model_validate(settings)
+
+    def credentials(self, settings: Any) -> tuple[dict[str, str], httpx.Auth | tuple[str, str] | None]:
+        """(headers, auth) that authenticate every request; none by default."""
+        return {}, None
+
+    def api_url(self, settings: Any) -> str | None:
+        """The URL requests are relative to; None: ``base_url``."""
+        return None
+
+    def tls_verify(self, settings: Any) -> bool | str | None:
+        """What verifies TLS; None: ``verify_tls``."""
+        return None
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def token_or_basic(settings: Any, authorization: str | None) -> tuple[dict[str, str], tuple[str, str] | None]:
+    """The ``Authorization`` header when a token is set (``authorization``), else HTTP basic from username/password."""
+    if authorization is not None:
+        return {"Authorization": authorization}, None
+    assert settings.username is not None and settings.password is not None
+    return {}, (settings.username, settings.password.get_secret_value())
+

@@ -61,7 +61,6 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from adapters.base import (
-    Adapter,
     AdapterSettings,
     AuthenticationError,
     EndpointNotFoundError,
@@ -73,7 +72,8 @@ from adapters.base import (
     TicketPage,
     UnknownValueError,
 )
-from adapters.http import HttpSettings, HttpTransport, decode_json
+from adapters.common import parse_time
+from adapters.http import HttpAdapter, HttpSettings, HttpTransport, decode_json
 
 log = logging.getLogger(__name__)
 
@@ -318,29 +318,19 @@ def _bare(ticket_id: int) -> Ticket:
     return Ticket(id=str(ticket_id), subject="", body=None, queue=None, priority=None)
 
 
-class OtoboZnunyAdapter(Adapter):
+class OtoboZnunyAdapter(HttpAdapter):
     """OTOBO / Znuny / OTRS through the GenericInterface REST ticket connector."""
 
     #: TicketUpdate takes the fields and the note (Article) in one request
     note_in_update = True
     settings_model: ClassVar[type[AdapterSettings]] = OtoboZnunySettings
+    transport_class = _OtoboTransport
 
-    def __init__(
-        self,
-        name: str,
-        settings: AdapterSettings,
-        *,
-        source_queues: list[str],
-        source_states: list[str],
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        if not isinstance(settings, OtoboZnunySettings):
-            settings = OtoboZnunySettings.model_validate(settings.model_dump() if isinstance(settings, BaseModel) else settings)
-        super().__init__(name, settings, source_queues=source_queues, source_states=source_states)
-        self.cfg: OtoboZnunySettings = settings
-        self.tz = ZoneInfo(settings.time_zone)
-        self.http = _OtoboTransport.from_settings(settings, system=name, transport=transport)
-        self._limit = asyncio.Semaphore(settings.max_concurrent_requests)
+    def __init__(self, name: str, settings: AdapterSettings | Mapping[str, Any], **options: Any) -> None:
+        """``options``: those of :class:`HttpAdapter` (source queues and states, transport, retry)."""
+        super().__init__(name, settings, **options)
+        self.cfg: OtoboZnunySettings = self.settings
+        self.tz = ZoneInfo(self.cfg.time_zone)
         self._session_id: str | None = None
         self._login_lock = asyncio.Lock()
         self.logins = 0
@@ -360,7 +350,7 @@ class OtoboZnunyAdapter(Adapter):
                 return self._session_id  # another task logged in meanwhile
             self._session_id = None
             body = {"UserLogin": self.cfg.user_login, "Password": self.cfg.password.get_secret_value()}
-            async with self._limit:
+            async with self.slots:
                 response = await self.http.request("POST", self.cfg.routes.session_create, json=body)
             data = decode_json(response, self.name)
             self._raise_for_error(data, "SessionCreate")
@@ -390,7 +380,7 @@ class OtoboZnunyAdapter(Adapter):
         """One operation call with credentials; log in again once when the session expired."""
         for attempt in (1, 2):
             creds, session_used = await self._credentials()
-            async with self._limit:
+            async with self.slots:
                 if method == "GET":
                     query = _query({**(params or {}), **creds})
                     response = await self.http.request(method, path, params=query)
@@ -443,13 +433,7 @@ class OtoboZnunyAdapter(Adapter):
     # ------------------------------------------------------------------ conversion
 
     def _parse_time(self, value: Any) -> datetime | None:
-        if not value or not isinstance(value, str):
-            return None
-        try:
-            naive = datetime.strptime(value.strip()[:19], OTOBO_TIME_FORMAT)
-        except ValueError:
-            return None
-        return naive.replace(tzinfo=self.tz).astimezone(timezone.utc)
+        return parse_time(value, self.tz) if isinstance(value, str) else None
 
     def _format_time(self, value: datetime) -> str:
         if value.tzinfo is None:
@@ -766,8 +750,6 @@ class OtoboZnunyAdapter(Adapter):
             params["Queues"] = list(self.source_queues)
         await self._search(params)
 
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def _field_hint(field: str, request: httpx.Request) -> str:

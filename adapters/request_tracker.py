@@ -30,7 +30,6 @@ import base64
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -39,7 +38,6 @@ import httpx
 from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 
 from adapters.base import (
-    Adapter,
     AdapterSettings,
     AuthenticationError,
     NotFoundError,
@@ -51,7 +49,8 @@ from adapters.base import (
     TransientError,
     UnknownValueError,
 )
-from adapters.http import HttpSettings, HttpTransport, RetryPolicy
+from adapters.common import BodyCache, parse_time
+from adapters.http import HttpAdapter, HttpSettings, token_or_basic
 
 log = logging.getLogger(__name__)
 
@@ -131,17 +130,10 @@ def _in_clause(field: str, values: Iterable[str]) -> str:
 
 def parse_rt_date(value: Any) -> datetime | None:
     """An RT date (``2024-05-01T10:00:00Z``) as an aware datetime; unset dates are None."""
-    if not value or not isinstance(value, str) or value == UNSET_DATE:
+    if not isinstance(value, str) or value == UNSET_DATE:
         return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    if parsed.year <= 1970:
-        return None
-    return parsed.astimezone(UTC)
+    parsed = parse_time(value)
+    return None if parsed is None or parsed.year <= 1970 else parsed
 
 
 def _sql_date(when: datetime) -> str:
@@ -202,69 +194,33 @@ def classify_update_messages(messages: list[str]) -> tuple[list[str], list[str],
     return ok, failed, unknown
 
 
-class _LruCache:
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[str, tuple[str, bool]] = OrderedDict()
-
-    def get(self, key: str) -> tuple[str, bool] | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: tuple[str, bool]) -> None:
-        if self.size <= 0:
-            return
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
-
-
 # --------------------------------------------------------------------------- the adapter
 
 
-class RequestTrackerAdapter(Adapter):
+class RequestTrackerAdapter(HttpAdapter):
     """Request Tracker 5 (REST2)."""
 
     settings_model: ClassVar[type[AdapterSettings]] = RequestTrackerSettings
 
-    def __init__(
-        self,
-        name: str,
-        settings: AdapterSettings,
-        *,
-        source_queues: list[str],
-        source_states: list[str],
-        transport: httpx.AsyncBaseTransport | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        super().__init__(name, settings, source_queues=source_queues, source_states=source_states)
-        assert isinstance(settings, RequestTrackerSettings)
-        self.rt: RequestTrackerSettings = settings
-        headers: dict[str, str] = {}
-        auth: tuple[str, str] | None = None
-        if settings.token is not None:
-            headers["Authorization"] = f"token {settings.token.get_secret_value()}"
-        else:
-            assert settings.username is not None and settings.password is not None
-            auth = (settings.username, settings.password.get_secret_value())
-        self.http = HttpTransport.from_settings(
-            settings,
-            system=name,
-            url=settings.api_url,
-            headers=headers,
-            auth=auth,
-            verify=settings.ca_file or None,
-            retry=retry,
-            transport=transport,
-        )
-        self._bodies = _LruCache(settings.body_cache_size)
+    def __init__(self, name: str, settings: AdapterSettings | Mapping[str, Any], **options: Any) -> None:
+        """``options``: those of :class:`HttpAdapter` (source queues and states, transport, retry)."""
+        super().__init__(name, settings, **options)
+        settings = self.rt = self.settings
+        self._bodies = BodyCache(settings.body_cache_size)
         #: tickets from the last listing, each usable once as the first read (id -> (ticket, item, when))
         self._listed: dict[str, tuple[Ticket, Mapping[str, Any], float]] = {}
         self._queues: set[str] | None = None
         self._queues_lock = asyncio.Lock()
+
+    def credentials(self, settings: RequestTrackerSettings) -> tuple[dict[str, str], tuple[str, str] | None]:
+        token = settings.token.get_secret_value() if settings.token is not None else None
+        return token_or_basic(settings, None if token is None else f"token {token}")
+
+    def api_url(self, settings: RequestTrackerSettings) -> str:
+        return settings.api_url
+
+    def tls_verify(self, settings: RequestTrackerSettings) -> str | None:
+        return settings.ca_file or None
 
     # ------------------------------------------------------------------ queries
 
@@ -383,10 +339,9 @@ class RequestTrackerAdapter(Adapter):
             yield TicketPage(tickets, cursor=str(max(int(_str_id(i)) for i in items)))
 
     async def _bodies_for(self, items: list[tuple[str, Mapping[str, Any]]]) -> dict[str, tuple[str, bool]]:
-        semaphore = asyncio.Semaphore(self.rt.max_concurrent_requests)
 
         async def one(ticket_id: str, item: Mapping[str, Any]) -> tuple[str, tuple[str, bool]]:
-            async with semaphore:
+            async with self.slots:
                 return ticket_id, await self._body(ticket_id, *self._origin(item))
 
         return dict(await asyncio.gather(*(one(tid, item) for tid, item in items)))
@@ -617,8 +572,6 @@ class RequestTrackerAdapter(Adapter):
             raise ProtocolError(f"{self.rt.api_url}rt did not answer like RT's REST2 API", system=self.name)
         await self.list_queues()
 
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def _pick_body(parts: list[Mapping[str, Any]]) -> tuple[str, bool]:
