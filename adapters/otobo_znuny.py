@@ -60,18 +60,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from adapters.base import (
-    AdapterSettings,
-    AuthenticationError,
-    EndpointNotFoundError,
-    NotFoundError,
-    PermanentError,
-    ProtocolError,
-    Ticket,
-    TicketChange,
-    TicketPage,
-    UnknownValueError,
-)
+from adapters.base import AdapterSettings, AuthenticationError, EndpointNotFoundError, NotFoundError
+from adapters.base import PermanentError, ProtocolError, Ticket, TicketChange, TicketPage, UnknownValueError
 from adapters.common import parse_time
 from adapters.http import HttpAdapter, HttpSettings, HttpTransport, decode_json
 

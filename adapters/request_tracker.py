@@ -37,18 +37,8 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 
-from adapters.base import (
-    AdapterSettings,
-    AuthenticationError,
-    NotFoundError,
-    PermanentError,
-    ProtocolError,
-    Ticket,
-    TicketChange,
-    TicketPage,
-    TransientError,
-    UnknownValueError,
-)
+from adapters.base import AdapterSettings, AuthenticationError, NotFoundError, PermanentError, ProtocolError
+from adapters.base import Ticket, TicketChange, TicketPage, TransientError, UnknownValueError
 from adapters.common import BodyCache, parse_time
 from adapters.http import HttpAdapter, HttpSettings, token_or_basic
 

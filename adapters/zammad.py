@@ -59,17 +59,8 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from adapters.base import (
-    AdapterSettings,
-    AuthenticationError,
-    NotFoundError,
-    PermanentError,
-    ProtocolError,
-    Ticket,
-    TicketChange,
-    TicketPage,
-    UnknownValueError,
-)
+from adapters.base import AdapterSettings, AuthenticationError, NotFoundError, PermanentError, ProtocolError
+from adapters.base import Ticket, TicketChange, TicketPage, UnknownValueError
 from adapters.common import BodyCache, parse_time
 from adapters.http import HttpAdapter, HttpSettings, HttpTransport, error_for_status, token_or_basic
 

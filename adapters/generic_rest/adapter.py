@@ -11,15 +11,8 @@ from typing import Any
 
 import httpx
 
-from adapters.base import (
-    AdapterSettings,
-    PermanentError,
-    ProtocolError,
-    Ticket,
-    TicketChange,
-    TicketPage,
-    UnknownValueError,
-)
+from adapters.base import AdapterSettings, PermanentError, ProtocolError, Ticket, TicketChange, TicketPage
+from adapters.base import UnknownValueError
 from adapters.common import parse_time
 from adapters.generic_rest.paging import Position, next_position, paging_params
 from adapters.generic_rest.paths import MISSING, get_path, json_text, parse_path
