@@ -173,8 +173,6 @@ class Adapter(abc.ABC):
     timeouts and error mapping behave the same for every system.
     """
 
-    #: the ``type`` value in the configuration that selects this adapter
-    type_name: ClassVar[str]
     #: the pydantic model of this adapter's ``connection`` settings
     settings_model: ClassVar[type[AdapterSettings]]
     #: whether :meth:`update_ticket` writes the fields and the note in ONE request (applied together);

@@ -9,20 +9,25 @@ at DEBUG only: the pipeline logs the transition to failing once.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import httpx
+from pydantic import Field, field_validator, model_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from adapters.base import (
+    Adapter,
     AdapterError,
+    AdapterSettings,
     AuthenticationError,
     NotFoundError,
     PermanentError,
@@ -43,6 +48,74 @@ class RetryPolicy:
     initial_wait: float = 0.5
     max_wait: float = 30.0
     max_retry_after: float = 120.0
+
+
+class HttpSettings(AdapterSettings):
+    """The connection settings every HTTP adapter shares, under one name each.
+
+    A subclass lists the names it used before in ``renamed_keys`` (old -> new):
+    they are still accepted, and :func:`renamed_keys_in` tells the
+    configuration loader which ones a configuration uses, so it can warn.
+    """
+
+    #: old key of this adapter's ``connection`` -> the common key it stands for
+    renamed_keys: ClassVar[Mapping[str, str]] = {}
+
+    #: the system's address (http:// or https://)
+    base_url: str
+    #: seconds one request may take
+    timeout: float = Field(30.0, gt=0)
+    #: verify TLS certificates; or the path of a CA bundle
+    verify_tls: bool | str = True
+    #: requests in flight at most towards this system (listing, reading bodies, writing)
+    max_concurrent_requests: int = Field(4, ge=1, le=64)
+    #: attempts per call for transient failures (connection errors, timeouts, 429, 5xx)
+    retry_attempts: int = Field(4, ge=1, le=20)
+    #: first wait between attempts (seconds; grows exponentially, with jitter)
+    retry_initial_wait: float = Field(0.5, ge=0)
+    #: longest wait between attempts (seconds)
+    retry_max_wait: float = Field(30.0, ge=0)
+    #: longest Retry-After honoured (seconds)
+    max_retry_after: float = Field(120.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_renamed_keys(cls, data: Any) -> Any:
+        used = renamed_keys_in(cls, data)
+        if not used:
+            return data
+        data = dict(data)
+        for old, new in used:
+            if new in data:
+                raise ValueError(f"{old} is the old name of {new}; give only {new}")
+            data[new] = data.pop(old)
+        return data
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _http_url(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=self.retry_attempts,
+            initial_wait=self.retry_initial_wait,
+            max_wait=self.retry_max_wait,
+            max_retry_after=self.max_retry_after,
+        )
+
+
+def renamed_keys_in(model: type[AdapterSettings], data: Any) -> list[tuple[str, str]]:
+    """(old, new) for each old key name that the raw ``connection`` mapping ``data`` uses."""
+    renamed: Mapping[str, str] = getattr(model, "renamed_keys", {})
+    if not isinstance(data, Mapping):
+        return []
+    return [(old, new) for old, new in renamed.items() if old in data]
 
 
 class WaitRetryAfter(wait_base):
@@ -145,6 +218,32 @@ class HttpTransport:
         )
         self.calls = 0
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: HttpSettings,
+        *,
+        system: str | None,
+        url: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+        verify: bool | str | None = None,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Self:
+        """The transport of one system from its common settings (``url``, ``verify``, ``retry`` override them)."""
+        return cls(
+            url or str(settings.base_url),
+            system=system,
+            headers=headers,
+            auth=auth,
+            timeout=settings.timeout,
+            verify=settings.verify_tls if verify is None else verify,
+            retry=retry or settings.retry_policy(),
+            max_connections=settings.max_concurrent_requests,
+            transport=transport,
+        )
+
     #: answers that prove a request was refused before it took effect (a write may be sent again)
     not_applied_statuses: frozenset[int] = frozenset({429, 503})
 
@@ -214,3 +313,79 @@ class HttpTransport:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+# --------------------------------------------------------------------------- adapter base
+
+
+class HttpAdapter(Adapter):
+    """An adapter that talks HTTP: :class:`HttpSettings`, one transport built from them, bounded concurrency.
+
+    A subclass names its ``settings_model`` (and ``transport_class`` where the
+    system has its own error forms) and says how it authenticates
+    (:meth:`credentials`); ``self.http`` and ``self.slots`` are then ready.
+    """
+
+    transport_class: ClassVar[type[HttpTransport]] = HttpTransport
+
+    def __init__(
+        self,
+        name: str,
+        settings: AdapterSettings | Mapping[str, Any],
+        *,
+        source_queues: list[str],
+        source_states: list[str],
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        settings = self._own_settings(settings)
+        super().__init__(name, settings, source_queues=source_queues, source_states=source_states)
+        headers, auth = self.credentials(settings)
+        self.http = self.transport_class.from_settings(
+            settings,
+            system=name,
+            url=self.api_url(settings),
+            headers=headers,
+            auth=auth,
+            verify=self.tls_verify(settings),
+            retry=retry,
+            transport=transport,
+        )
+        #: requests in flight at most towards this system
+        self.slots = asyncio.Semaphore(settings.max_concurrent_requests)
+
+    @classmethod
+    def _own_settings(cls, settings: Any) -> Any:
+        """``settings`` as this adapter's settings model (validated from a mapping or another model)."""
+        model = cls.settings_model
+        if isinstance(settings, model):
+            return settings
+        if isinstance(settings, AdapterSettings):
+            settings = settings.model_dump()
+        if not isinstance(settings, Mapping):
+            raise TypeError(f"{cls.__name__} needs {model.__name__}, not {type(settings).__name__}")
+        return model.model_validate(settings)
+
+    def credentials(self, settings: Any) -> tuple[dict[str, str], httpx.Auth | tuple[str, str] | None]:
+        """(headers, auth) that authenticate every request; none by default."""
+        return {}, None
+
+    def api_url(self, settings: Any) -> str | None:
+        """The URL requests are relative to; None: ``base_url``."""
+        return None
+
+    def tls_verify(self, settings: Any) -> bool | str | None:
+        """What verifies TLS; None: ``verify_tls``."""
+        return None
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def token_or_basic(settings: Any, authorization: str | None) -> tuple[dict[str, str], tuple[str, str] | None]:
+    """The ``Authorization`` header when a token is set (``authorization``), else HTTP basic from username/password."""
+    if authorization is not None:
+        return {"Authorization": authorization}, None
+    assert settings.username is not None and settings.password is not None
+    return {}, (settings.username, settings.password.get_secret_value())
+

@@ -60,20 +60,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from adapters.base import (
-    Adapter,
-    AdapterSettings,
-    AuthenticationError,
-    EndpointNotFoundError,
-    NotFoundError,
-    PermanentError,
-    ProtocolError,
-    Ticket,
-    TicketChange,
-    TicketPage,
-    UnknownValueError,
-)
-from adapters.http import HttpTransport, RetryPolicy, decode_json
+from adapters.base import AdapterSettings, AuthenticationError, EndpointNotFoundError, NotFoundError
+from adapters.base import PermanentError, ProtocolError, Ticket, TicketChange, TicketPage, UnknownValueError
+from adapters.common import parse_time
+from adapters.http import HttpAdapter, HttpSettings, HttpTransport, decode_json
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +126,10 @@ class OtoboRoutes(BaseModel):
         return value
 
 
-class OtoboZnunySettings(AdapterSettings):
+class OtoboZnunySettings(HttpSettings):
     """``connection`` settings of an OTOBO / Znuny / OTRS system."""
+
+    renamed_keys: ClassVar[Mapping[str, str]] = {"max_concurrency": "max_concurrent_requests"}
 
     #: the web service URL, e.g. https://host/otobo/nph-genericinterface.pl/Webservice/HelpdeskConnector
     #: (Znuny and OTRS: https://host/otrs/nph-genericinterface.pl/Webservice/HelpdeskConnector)
@@ -166,21 +158,6 @@ class OtoboZnunySettings(AdapterSettings):
     article_limit: int = Field(5, ge=1, le=100)
     #: tickets read to discover queue names when ``queues`` is unset
     queue_discovery_limit: int = Field(200, ge=0, le=5000)
-    timeout: float = Field(30.0, gt=0)
-    verify_tls: bool | str = True
-    #: requests in flight at once towards this system
-    max_concurrency: int = Field(4, ge=1, le=64)
-    retry_attempts: int = Field(4, ge=1, le=20)
-    retry_initial_wait: float = Field(0.5, ge=0)
-    retry_max_wait: float = Field(30.0, ge=0)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://", value):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
-
     @field_validator("time_zone")
     @classmethod
     def _zone(cls, value: str) -> str:
@@ -331,42 +308,19 @@ def _bare(ticket_id: int) -> Ticket:
     return Ticket(id=str(ticket_id), subject="", body=None, queue=None, priority=None)
 
 
-class OtoboZnunyAdapter(Adapter):
+class OtoboZnunyAdapter(HttpAdapter):
     """OTOBO / Znuny / OTRS through the GenericInterface REST ticket connector."""
 
-    type_name: ClassVar[str] = "otobo"
     #: TicketUpdate takes the fields and the note (Article) in one request
     note_in_update = True
     settings_model: ClassVar[type[AdapterSettings]] = OtoboZnunySettings
+    transport_class = _OtoboTransport
 
-    def __init__(
-        self,
-        name: str,
-        settings: AdapterSettings,
-        *,
-        source_queues: list[str],
-        source_states: list[str],
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        if not isinstance(settings, OtoboZnunySettings):
-            settings = OtoboZnunySettings.model_validate(settings.model_dump() if isinstance(settings, BaseModel) else settings)
-        super().__init__(name, settings, source_queues=source_queues, source_states=source_states)
-        self.cfg: OtoboZnunySettings = settings
-        self.tz = ZoneInfo(settings.time_zone)
-        self.http = _OtoboTransport(
-            settings.base_url,
-            system=name,
-            timeout=settings.timeout,
-            verify=settings.verify_tls,
-            retry=RetryPolicy(
-                attempts=settings.retry_attempts,
-                initial_wait=settings.retry_initial_wait,
-                max_wait=settings.retry_max_wait,
-            ),
-            max_connections=settings.max_concurrency,
-            transport=transport,
-        )
-        self._limit = asyncio.Semaphore(settings.max_concurrency)
+    def __init__(self, name: str, settings: AdapterSettings | Mapping[str, Any], **options: Any) -> None:
+        """``options``: those of :class:`HttpAdapter` (source queues and states, transport, retry)."""
+        super().__init__(name, settings, **options)
+        self.cfg: OtoboZnunySettings = self.settings
+        self.tz = ZoneInfo(self.cfg.time_zone)
         self._session_id: str | None = None
         self._login_lock = asyncio.Lock()
         self.logins = 0
@@ -386,7 +340,7 @@ class OtoboZnunyAdapter(Adapter):
                 return self._session_id  # another task logged in meanwhile
             self._session_id = None
             body = {"UserLogin": self.cfg.user_login, "Password": self.cfg.password.get_secret_value()}
-            async with self._limit:
+            async with self.slots:
                 response = await self.http.request("POST", self.cfg.routes.session_create, json=body)
             data = decode_json(response, self.name)
             self._raise_for_error(data, "SessionCreate")
@@ -416,7 +370,7 @@ class OtoboZnunyAdapter(Adapter):
         """One operation call with credentials; log in again once when the session expired."""
         for attempt in (1, 2):
             creds, session_used = await self._credentials()
-            async with self._limit:
+            async with self.slots:
                 if method == "GET":
                     query = _query({**(params or {}), **creds})
                     response = await self.http.request(method, path, params=query)
@@ -469,13 +423,7 @@ class OtoboZnunyAdapter(Adapter):
     # ------------------------------------------------------------------ conversion
 
     def _parse_time(self, value: Any) -> datetime | None:
-        if not value or not isinstance(value, str):
-            return None
-        try:
-            naive = datetime.strptime(value.strip()[:19], OTOBO_TIME_FORMAT)
-        except ValueError:
-            return None
-        return naive.replace(tzinfo=self.tz).astimezone(timezone.utc)
+        return parse_time(value, self.tz) if isinstance(value, str) else None
 
     def _format_time(self, value: datetime) -> str:
         if value.tzinfo is None:
@@ -792,8 +740,6 @@ class OtoboZnunyAdapter(Adapter):
             params["Queues"] = list(self.source_queues)
         await self._search(params)
 
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def _field_hint(field: str, request: httpx.Request) -> str:

@@ -30,7 +30,6 @@ import base64
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -38,20 +37,10 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 
-from adapters.base import (
-    Adapter,
-    AdapterSettings,
-    AuthenticationError,
-    NotFoundError,
-    PermanentError,
-    ProtocolError,
-    Ticket,
-    TicketChange,
-    TicketPage,
-    TransientError,
-    UnknownValueError,
-)
-from adapters.http import HttpTransport, RetryPolicy
+from adapters.base import AdapterSettings, AuthenticationError, NotFoundError, PermanentError, ProtocolError
+from adapters.base import Ticket, TicketChange, TicketPage, TransientError, UnknownValueError
+from adapters.common import BodyCache, parse_time
+from adapters.http import HttpAdapter, HttpSettings, token_or_basic
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +54,13 @@ TICKET_FIELDS = "Subject,Status,Queue,Priority,Created,LastUpdated,Resolved,Crea
 _TZ_SLACK = timedelta(hours=14)
 
 
-class RequestTrackerSettings(AdapterSettings):
+class RequestTrackerSettings(HttpSettings):
     """``connection`` settings of a ``type: request_tracker`` system."""
 
+    renamed_keys: ClassVar[Mapping[str, str]] = {"url": "base_url"}
+
     #: RT's base URL (with its web path, if any), e.g. ``https://rt.example.com`` or ``https://host/rt``
-    url: HttpUrl
+    base_url: HttpUrl  # type: ignore[assignment]
     #: a REST2 auth token (RT: Logged in as > Settings > Auth Tokens); or ``token_file``
     token: SecretStr | None = None
     #: HTTP basic auth instead of a token; ``password_file`` also works
@@ -82,15 +73,13 @@ class RequestTrackerSettings(AdapterSettings):
     #: the priority range the mapping may write (RT's default is 0..100)
     min_priority: int = 0
     max_priority: int = 100
-    timeout: float = Field(30.0, gt=0)
-    verify_tls: bool = True
     ca_file: str | None = None
     #: how many tickets' bodies are kept in memory (bodies never change in RT)
     body_cache_size: int = Field(5000, ge=0)
     #: how long a listed ticket's fields may stand in for the first read of that ticket
     listing_reuse_seconds: float = Field(60.0, ge=0)
 
-    @field_validator("url")
+    @field_validator("base_url")
     @classmethod
     def _no_rest_suffix(cls, value: HttpUrl) -> HttpUrl:
         if str(value).rstrip("/").endswith("/REST/2.0"):
@@ -109,7 +98,7 @@ class RequestTrackerSettings(AdapterSettings):
 
     @property
     def api_url(self) -> str:
-        return str(self.url).rstrip("/") + "/REST/2.0/"
+        return str(self.base_url).rstrip("/") + "/REST/2.0/"
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -131,17 +120,10 @@ def _in_clause(field: str, values: Iterable[str]) -> str:
 
 def parse_rt_date(value: Any) -> datetime | None:
     """An RT date (``2024-05-01T10:00:00Z``) as an aware datetime; unset dates are None."""
-    if not value or not isinstance(value, str) or value == UNSET_DATE:
+    if not isinstance(value, str) or value == UNSET_DATE:
         return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    if parsed.year <= 1970:
-        return None
-    return parsed.astimezone(UTC)
+    parsed = parse_time(value)
+    return None if parsed is None or parsed.year <= 1970 else parsed
 
 
 def _sql_date(when: datetime) -> str:
@@ -202,71 +184,33 @@ def classify_update_messages(messages: list[str]) -> tuple[list[str], list[str],
     return ok, failed, unknown
 
 
-class _LruCache:
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[str, tuple[str, bool]] = OrderedDict()
-
-    def get(self, key: str) -> tuple[str, bool] | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: tuple[str, bool]) -> None:
-        if self.size <= 0:
-            return
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
-
-
 # --------------------------------------------------------------------------- the adapter
 
 
-class RequestTrackerAdapter(Adapter):
+class RequestTrackerAdapter(HttpAdapter):
     """Request Tracker 5 (REST2)."""
 
-    type_name: ClassVar[str] = "request_tracker"
     settings_model: ClassVar[type[AdapterSettings]] = RequestTrackerSettings
 
-    def __init__(
-        self,
-        name: str,
-        settings: AdapterSettings,
-        *,
-        source_queues: list[str],
-        source_states: list[str],
-        transport: httpx.AsyncBaseTransport | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        super().__init__(name, settings, source_queues=source_queues, source_states=source_states)
-        assert isinstance(settings, RequestTrackerSettings)
-        self.rt: RequestTrackerSettings = settings
-        headers: dict[str, str] = {}
-        auth: tuple[str, str] | None = None
-        if settings.token is not None:
-            headers["Authorization"] = f"token {settings.token.get_secret_value()}"
-        else:
-            assert settings.username is not None and settings.password is not None
-            auth = (settings.username, settings.password.get_secret_value())
-        verify: bool | str = settings.ca_file if settings.ca_file else settings.verify_tls
-        self.http = HttpTransport(
-            settings.api_url,
-            system=name,
-            headers=headers,
-            auth=auth,
-            timeout=settings.timeout,
-            verify=verify,
-            retry=retry,
-            transport=transport,
-        )
-        self._bodies = _LruCache(settings.body_cache_size)
+    def __init__(self, name: str, settings: AdapterSettings | Mapping[str, Any], **options: Any) -> None:
+        """``options``: those of :class:`HttpAdapter` (source queues and states, transport, retry)."""
+        super().__init__(name, settings, **options)
+        settings = self.rt = self.settings
+        self._bodies = BodyCache(settings.body_cache_size)
         #: tickets from the last listing, each usable once as the first read (id -> (ticket, item, when))
         self._listed: dict[str, tuple[Ticket, Mapping[str, Any], float]] = {}
         self._queues: set[str] | None = None
         self._queues_lock = asyncio.Lock()
+
+    def credentials(self, settings: RequestTrackerSettings) -> tuple[dict[str, str], tuple[str, str] | None]:
+        token = settings.token.get_secret_value() if settings.token is not None else None
+        return token_or_basic(settings, None if token is None else f"token {token}")
+
+    def api_url(self, settings: RequestTrackerSettings) -> str:
+        return settings.api_url
+
+    def tls_verify(self, settings: RequestTrackerSettings) -> str | None:
+        return settings.ca_file or None
 
     # ------------------------------------------------------------------ queries
 
@@ -385,10 +329,9 @@ class RequestTrackerAdapter(Adapter):
             yield TicketPage(tickets, cursor=str(max(int(_str_id(i)) for i in items)))
 
     async def _bodies_for(self, items: list[tuple[str, Mapping[str, Any]]]) -> dict[str, tuple[str, bool]]:
-        semaphore = asyncio.Semaphore(4)
 
         async def one(ticket_id: str, item: Mapping[str, Any]) -> tuple[str, tuple[str, bool]]:
-            async with semaphore:
+            async with self.slots:
                 return ticket_id, await self._body(ticket_id, *self._origin(item))
 
         return dict(await asyncio.gather(*(one(tid, item) for tid, item in items)))
@@ -619,8 +562,6 @@ class RequestTrackerAdapter(Adapter):
             raise ProtocolError(f"{self.rt.api_url}rt did not answer like RT's REST2 API", system=self.name)
         await self.list_queues()
 
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def _pick_body(parts: list[Mapping[str, Any]]) -> tuple[str, bool]:

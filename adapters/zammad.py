@@ -51,7 +51,6 @@ import email.utils
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -60,19 +59,10 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from adapters.base import (
-    Adapter,
-    AdapterSettings,
-    AuthenticationError,
-    NotFoundError,
-    PermanentError,
-    ProtocolError,
-    Ticket,
-    TicketChange,
-    TicketPage,
-    UnknownValueError,
-)
-from adapters.http import HttpTransport, RetryPolicy, error_for_status
+from adapters.base import AdapterSettings, AuthenticationError, NotFoundError, PermanentError, ProtocolError
+from adapters.base import Ticket, TicketChange, TicketPage, UnknownValueError
+from adapters.common import BodyCache, parse_time
+from adapters.http import HttpAdapter, HttpSettings, HttpTransport, error_for_status, token_or_basic
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +77,13 @@ CURSOR_VERSION = 1
 # --------------------------------------------------------------------------- settings
 
 
-class ZammadSettings(AdapterSettings):
+class ZammadSettings(HttpSettings):
     """``connection`` settings of a ``type: zammad`` system."""
 
+    renamed_keys: ClassVar[Mapping[str, str]] = {"url": "base_url"}
+
     #: base URL of the Zammad instance, e.g. https://helpdesk.example.com
-    url: str
+    base_url: str
     #: an access token of the daemon's agent (Profile > Token Access) - or token_file
     token: SecretStr | None = None
     #: how the token is sent: "token" (``Token token=..``, access tokens) or "bearer" (OAuth2)
@@ -110,21 +102,10 @@ class ZammadSettings(AdapterSettings):
     resolved_query: str | None = None
     #: seconds the search index may lag behind the database; the cursor never passes now minus this
     search_index_lag: float = Field(300.0, ge=0)
-    timeout: float = Field(30.0, gt=0)
-    verify_tls: bool | str = True
-    #: HTTP requests in flight at most (listing, reading bodies, writing)
-    max_concurrent_requests: int = Field(4, ge=1, le=64)
-    #: attempts per call for transient errors (429, 5xx, timeouts, connection errors)
-    retry_attempts: int = Field(4, ge=1, le=20)
-    #: longest Retry-After honoured (seconds)
-    max_retry_after: float = Field(120.0, ge=0)
 
-    @field_validator("url")
+    @field_validator("base_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+    def _no_api_suffix(cls, value: str) -> str:
         if value.endswith("/api/v1"):
             value = value[: -len("/api/v1")]
         return value
@@ -177,14 +158,26 @@ def format_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+def _lower_bound(after: datetime | None, since: datetime | None) -> datetime | None:
+    """Where a listing starts: the cursor's position, or ``since`` when that is later."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=timezone.utc)
+    if since is not None and (after is None or since > after):
+        return since
+    return after
+
+
+def _kept_after(newest: datetime | None, horizon: datetime, done: bool) -> datetime | None:
+    """The position the kept cursor may move to.
+
+    Never past the index-lag horizon, nor past the newest ticket seen (a ticket
+    with that same timestamp may still be further on); a scan that found nothing
+    at all may move up to the horizon, as everything older than that is indexed
+    and did not match.
+    """
+    if newest is not None:
+        return min(newest, horizon)
+    return horizon if done else None
 
 
 def since_clause(field_name: str, since: datetime) -> str:
@@ -278,65 +271,38 @@ class _ZammadTransport(HttpTransport):
 # --------------------------------------------------------------------------- adapter
 
 
-class ZammadAdapter(Adapter):
+class ZammadAdapter(HttpAdapter):
     """Zammad REST API v1 (see the module docstring for the behaviour relied on)."""
 
-    type_name: ClassVar[str] = "zammad"
     #: fields and note in one ``PUT /tickets/{id}`` (Zammad applies both or neither)
     note_in_update = True
     settings_model: ClassVar[type[AdapterSettings]] = ZammadSettings
+    transport_class = _ZammadTransport
 
-    def __init__(
-        self,
-        name: str,
-        settings: AdapterSettings,
-        *,
-        source_queues: list[str],
-        source_states: list[str],
-        transport: httpx.AsyncBaseTransport | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        super().__init__(name, settings, source_queues=source_queues, source_states=source_states)
-        assert isinstance(settings, ZammadSettings)
-        self.cfg: ZammadSettings = settings
-        headers: dict[str, str] = {}
-        auth: tuple[str, str] | None = None
-        if settings.token is not None and settings.token.get_secret_value():
-            secret = settings.token.get_secret_value()
-            headers["Authorization"] = (
-                f"Token token={secret}" if settings.token_type == "token" else f"Bearer {secret}"
-            )
-        else:
-            assert settings.username is not None and settings.password is not None
-            auth = (settings.username, settings.password.get_secret_value())
-        self.http = _ZammadTransport(
-            settings.url,
-            system=name,
-            headers=headers,
-            auth=auth,
-            timeout=settings.timeout,
-            verify=settings.verify_tls,
-            retry=retry or RetryPolicy(attempts=settings.retry_attempts, max_retry_after=settings.max_retry_after),
-            max_connections=settings.max_concurrent_requests,
-            transport=transport,
-        )
-        self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
+    def __init__(self, name: str, settings: AdapterSettings | Mapping[str, Any], **options: Any) -> None:
+        """``options``: those of :class:`HttpAdapter` (source queues and states, transport, retry)."""
+        super().__init__(name, settings, **options)
+        settings = self.cfg = self.settings
         #: ticket id -> (body, is_html) of its first customer article, which does not change: the re-read
         #: just before a write then costs one call instead of two
-        self._bodies: OrderedDict[int, tuple[str, bool]] = OrderedDict()
-        self.body_cache_size = BODY_CACHE_SIZE
-        self.new_query = settings.query or build_query(source_queues, source_states)
+        self._bodies = BodyCache(BODY_CACHE_SIZE)
+        self.new_query = settings.query or build_query(self.source_queues, self.source_states)
         self.resolved_query = settings.resolved_query or build_query([], settings.resolved_states)
+
+    def credentials(self, settings: ZammadSettings) -> tuple[dict[str, str], tuple[str, str] | None]:
+        secret = settings.token.get_secret_value() if settings.token is not None else ""
+        scheme = "Token token=" if settings.token_type == "token" else "Bearer "
+        return token_or_basic(settings, scheme + secret if secret else None)
 
     # ------------------------------------------------------------------ calls
 
     async def _get(self, path: str, params: Mapping[str, Any] | None = None) -> tuple[Any, httpx.Response]:
-        async with self._slots:
+        async with self.slots:
             response = await self.http.request("GET", API + path, params=params)
         return self._json(response), response
 
     async def _write(self, method: str, path: str, body: Mapping[str, Any]) -> Any:
-        async with self._slots:
+        async with self.slots:
             response = await self.http.request_write(method, API + path, json=body)
         return self._json(response)
 
@@ -412,7 +378,6 @@ class ZammadAdapter(Adapter):
         """The first customer message (text, is_html)."""
         cached = self._bodies.get(ticket_id)
         if cached is not None:
-            self._bodies.move_to_end(ticket_id)
             return cached
         articles, _ = await self._get(f"/ticket_articles/by_ticket/{ticket_id}")
         if not isinstance(articles, list):
@@ -425,10 +390,8 @@ class ZammadAdapter(Adapter):
             return "", False
         is_html = str(chosen.get("content_type") or "").lower().startswith("text/html")
         result = str(chosen.get("body") or ""), is_html
-        if self._from_customer(chosen) and self.body_cache_size > 0:
-            self._bodies[ticket_id] = result
-            while len(self._bodies) > self.body_cache_size:
-                self._bodies.popitem(last=False)
+        if self._from_customer(chosen):
+            self._bodies.put(ticket_id, result)
         return result
 
     async def _with_body(self, raw: Mapping[str, Any]) -> Ticket | None:
@@ -474,11 +437,7 @@ class ZammadAdapter(Adapter):
     ) -> AsyncIterator[TicketPage]:
         """Keyset paging on ``key`` with the index-lag-safe cursor (see the module docstring)."""
         start = _Cursor.decode(cursor, self.name)
-        if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=timezone.utc)
-        lower = start.after
-        if since is not None and (lower is None or since > lower):
-            lower = since
+        lower = _lower_bound(start.after, since)
         per_page = max(1, min(page_size, SEARCH_MAX_PER_PAGE))
         lag = timedelta(seconds=self.cfg.search_index_lag)
         handed_out: dict[int, datetime] = dict(start.seen)
@@ -488,41 +447,13 @@ class ZammadAdapter(Adapter):
         while True:
             query = base_query if scan_from is None else f"({base_query}) AND {since_clause(key, scan_from)}"
             rows, server_now = await self._search(query, key, page_no, per_page)
-            horizon = server_now - lag
-            keys: list[datetime] = []
-            fresh: list[tuple[Mapping[str, Any], datetime]] = []
-            for row in rows:
-                row_id = self._row_id(row)
-                stamp = parse_time(row.get(key))
-                if stamp is None:
-                    raise ProtocolError(f"ticket {row_id} has no {key}", system=self.name)
-                keys.append(stamp)
-                if row_id in handed_out or (lower is not None and stamp < lower):
-                    continue
-                fresh.append((row, stamp))
+            keys, fresh = self._fresh_rows(rows, key, handed_out, lower)
             if keys:
                 newest = max(keys) if newest is None else max(newest, *keys)
-            listed = [(self._to_ticket(row), row, stamp) for row, stamp in fresh]
-            if candidates_only:
-                # the index may be stale: the hit's current data decides
-                listed = [item for item in listed if self.is_candidate(item[0])]
             older = start.after if candidates_only else None
-            read = await asyncio.gather(*(self._listed(ticket, row, older) for ticket, row, _ in listed))
-            tickets = [t for t in read if t]
-            got = {t.id for t in tickets}
-            for _, row, stamp in listed:
-                if str(row["id"]) in got:
-                    handed_out[self._row_id(row)] = stamp
+            tickets = await self._hand_out(fresh, older, handed_out, candidates_only=candidates_only)
             done = len(rows) < per_page
-            # the kept cursor: never past the index-lag horizon, nor past the newest ticket seen (a ticket
-            # with that same timestamp may still be further on); a scan that found nothing at all may
-            # move up to the horizon, as everything older than that is indexed and did not match
-            after: datetime | None
-            if newest is not None:
-                after = min(newest, horizon)
-            else:
-                after = horizon if done else None
-            next_cursor = start.moved_to(after, handed_out).encode()
+            next_cursor = start.moved_to(_kept_after(newest, server_now - lag, done), handed_out).encode()
             if tickets or (done and next_cursor != last_cursor):
                 yield TicketPage(tickets, next_cursor)
                 last_cursor = next_cursor
@@ -536,6 +467,44 @@ class ZammadAdapter(Adapter):
                 # that handed out tickets the same page is asked again: routed ones leave the result
                 # and the rest of that timestamp moves up.)
                 page_no += 1
+
+    def _fresh_rows(
+        self, rows: list[Mapping[str, Any]], key: str, handed_out: Mapping[int, datetime], lower: datetime | None
+    ) -> tuple[list[datetime], list[tuple[Mapping[str, Any], datetime]]]:
+        """The ``key`` time of every hit, and the hits not handed out before nor older than ``lower``."""
+        keys: list[datetime] = []
+        fresh: list[tuple[Mapping[str, Any], datetime]] = []
+        for row in rows:
+            row_id = self._row_id(row)
+            stamp = parse_time(row.get(key))
+            if stamp is None:
+                raise ProtocolError(f"ticket {row_id} has no {key}", system=self.name)
+            keys.append(stamp)
+            if row_id in handed_out or (lower is not None and stamp < lower):
+                continue
+            fresh.append((row, stamp))
+        return keys, fresh
+
+    async def _hand_out(
+        self,
+        fresh: list[tuple[Mapping[str, Any], datetime]],
+        older: datetime | None,
+        handed_out: dict[int, datetime],
+        *,
+        candidates_only: bool,
+    ) -> list[Ticket]:
+        """The tickets of the fresh hits (read with their bodies), noted in ``handed_out``."""
+        listed = [(self._to_ticket(row), row, stamp) for row, stamp in fresh]
+        if candidates_only:
+            # the index may be stale: the hit's current data decides
+            listed = [item for item in listed if self.is_candidate(item[0])]
+        read = await asyncio.gather(*(self._listed(ticket, row, older) for ticket, row, _ in listed))
+        tickets = [t for t in read if t]
+        got = {t.id for t in tickets}
+        for _, row, stamp in listed:
+            if str(row["id"]) in got:
+                handed_out[self._row_id(row)] = stamp
+        return tickets
 
     async def _listed(self, ticket: Ticket, row: Mapping[str, Any], older: datetime | None) -> Ticket | None:
         """A hit with its body; bare (body None) when created before ``older`` (maybe decided before)."""
@@ -665,8 +634,6 @@ class ZammadAdapter(Adapter):
         if not isinstance(me, Mapping) or "id" not in me:
             raise ProtocolError("users/me answered no user", system=self.name)
 
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def _article(note: str, subject: str) -> dict[str, Any]:

@@ -57,7 +57,6 @@ class _Settings(AdapterSettings):
 class ReplayAdapter(Adapter):
     """Serves a growing list of resolved tickets (the simulated helpdesk)."""
 
-    type_name = "replay"
     settings_model = _Settings
 
     def __init__(self) -> None:

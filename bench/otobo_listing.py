@@ -32,7 +32,7 @@ async def list_all(base_url: str, batch: int, page_size: int, concurrency: int) 
             user_login="bench",
             password="bench",  # type: ignore[arg-type]
             get_batch_size=batch,
-            max_concurrency=concurrency,
+            max_concurrent_requests=concurrency,
         ),
         source_queues=["Raw"],
         source_states=["new"],

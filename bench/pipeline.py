@@ -125,7 +125,7 @@ def bench_config(api: str, state: Path, *, concurrency: int, page_size: int, mod
             "sandbox": {
                 "type": "generic_rest",
                 "connection": {"base_url": api, "auth": {"type": "bearer", "token": TOKEN},
-                               "paging": {"style": "after"}, "max_connections": max(8, concurrency)},
+                               "paging": {"style": "after"}, "max_concurrent_requests": max(8, concurrency)},
                 "source": {"queues": ["Inbox"], "states": ["new"]},
                 "page_size": page_size,
                 "max_tickets_per_poll": 100_000,

@@ -142,7 +142,7 @@ def run_variant(rt: RtServer, name: str, classifier: Classifier, workdir: Path, 
     ids = [rt.create_ticket(queue, f"{name} {i}", TEXTS[i % len(TEXTS)]) for i in range(tickets)]
     create_s = time.perf_counter() - t0
 
-    conn = {"url": rt.base_url, "token": rt.tokens["connector"], **extra_conn}
+    conn = {"base_url": rt.base_url, "token": rt.tokens["connector"], **extra_conn}
     config = parse_config({
         "state_dir": str(workdir),
         "store": {"url": f"sqlite:///{workdir / f'{name}.db'}"},

@@ -36,7 +36,7 @@ async def one_poll(url: str, state_dir: Path, *, cache: bool) -> tuple[int, floa
         "state_dir": str(state_dir),
         "systems": {"zammad": {
             "type": "zammad",
-            "connection": {"url": url, "token": "agent-token", "max_concurrent_requests": 8},
+            "connection": {"base_url": url, "token": "agent-token", "max_concurrent_requests": 8},
             "source": {"queues": ["Incoming"]},
             "page_size": 50,
             "max_tickets_per_poll": 100_000,

@@ -11,6 +11,7 @@ path and the file.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from adapters import ADAPTER_TYPES, adapter_class
 from adapters.base import AdapterSettings
+from adapters.http import renamed_keys_in
+from adapters.registry import ADAPTER_TYPES, adapter_class
 from connector.api.settings import ApiSettings
 from connector.learning.settings import LearningSettings
 from connector.model.settings import ModelSettings, TrainingSettings
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "HELPDESK_CONNECTOR_"
 CONFIG_ENV = "HELPDESK_CONNECTOR_CONFIG"
@@ -289,7 +293,17 @@ def _validate_connections(config: AppConfig) -> list[ConfigProblem]:
             system.connection = settings_model.model_validate(raw)
         except ValidationError as exc:
             problems.extend(_problems(exc, ("systems", name, "connection")))
+            continue
+        _warn_renamed_keys(name, system.type, renamed_keys_in(settings_model, raw))
     return problems
+
+
+def _warn_renamed_keys(system: str, type_name: str, renamed: list[tuple[str, str]]) -> None:
+    for old, new in renamed:
+        log.warning(
+            "systems.%s.connection.%s is deprecated: use %s (the common name of every adapter; system %s, type %s)",
+            system, old, new, system, type_name,
+        )
 
 
 def _check_routing(config: AppConfig) -> list[ConfigProblem]:

@@ -24,7 +24,6 @@ class FakeSettings(AdapterSettings):
 class FakeAdapter(Adapter):
     """Resolved tickets from a list, paged with an offset cursor; can fail after some pages."""
 
-    type_name = "fake"
     settings_model = FakeSettings
 
     def __init__(

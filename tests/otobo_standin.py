@@ -485,57 +485,62 @@ class OtoboStandin:
                 return self._error("TicketGet.AccessDenied", "TicketGet: User does not have access to the ticket!")
             tickets.append(ticket)
         all_articles = str(data.get("AllArticles") or "0") not in ("0", "")
-        limit = int(data.get("ArticleLimit") or 0)
-        order = str(data.get("ArticleOrder") or "ASC").upper()
-        senders = _as_list(data.get("ArticleSenderType"))
         out = []
         for ticket in tickets:
-            item: dict[str, Any] = {
-                "TicketID": self._id(ticket.id, "numbers"),
-                "TicketNumber": ticket.number,
-                "Title": ticket.title,
-                "Queue": ticket.queue,
-                "QueueID": self.queues.get(ticket.queue),
-                "Priority": ticket.priority,
-                "PriorityID": self.priorities.get(ticket.priority),
-                "State": ticket.state,
-                "StateID": self.states.get(ticket.state),
-                "StateType": DEFAULT_STATES.get(ticket.state, "open"),
-                "Lock": "unlock",
-                "Type": "Unclassified",
-                "Owner": "root@localhost",
-                "CustomerUserID": "customer@example.com",
-                "Created": ticket.created,
-                "Changed": ticket.changed,
-                "Age": 0,
-                "ArchiveFlag": "n",
-            }
-            if all_articles:
-                articles = [a for a in ticket.articles if not senders or a.sender_type in senders]
-                if order == "DESC":
-                    articles = list(reversed(articles))
-                if limit:
-                    articles = articles[:limit]
-                if articles:
-                    item["Article"] = [
-                        {
-                            "ArticleID": self._id(a.id, "numbers"),
-                            "TicketID": self._id(ticket.id, "numbers"),
-                            "Subject": a.subject,
-                            "Body": a.body,
-                            "SenderType": a.sender_type,
-                            "CommunicationChannelID": CHANNEL_IDS[a.channel],
-                            "IsVisibleForCustomer": a.visible,
-                            "ContentType": a.content_type,
-                            "MimeType": a.content_type.split(";")[0],
-                            "Charset": "utf8",
-                            "CreateTime": a.created,
-                            "From": "customer@example.com" if a.sender_type == "customer" else "Agent",
-                        }
-                        for a in articles
-                    ]
+            item = self._ticket_json(ticket)
+            articles = self._selected_articles(ticket, data) if all_articles else []
+            if articles:
+                item["Article"] = [self._article_json(ticket, a) for a in articles]
             out.append(item)
         return {"Ticket": out}
+
+    def _ticket_json(self, ticket: StandinTicket) -> dict[str, Any]:
+        return {
+            "TicketID": self._id(ticket.id, "numbers"),
+            "TicketNumber": ticket.number,
+            "Title": ticket.title,
+            "Queue": ticket.queue,
+            "QueueID": self.queues.get(ticket.queue),
+            "Priority": ticket.priority,
+            "PriorityID": self.priorities.get(ticket.priority),
+            "State": ticket.state,
+            "StateID": self.states.get(ticket.state),
+            "StateType": DEFAULT_STATES.get(ticket.state, "open"),
+            "Lock": "unlock",
+            "Type": "Unclassified",
+            "Owner": "root@localhost",
+            "CustomerUserID": "customer@example.com",
+            "Created": ticket.created,
+            "Changed": ticket.changed,
+            "Age": 0,
+            "ArchiveFlag": "n",
+        }
+
+    @staticmethod
+    def _selected_articles(ticket: StandinTicket, data: dict[str, Any]) -> list[Article]:
+        """The articles TicketGet returns: ArticleSenderType, ArticleOrder and ArticleLimit applied."""
+        senders = _as_list(data.get("ArticleSenderType"))
+        limit = int(data.get("ArticleLimit") or 0)
+        articles = [a for a in ticket.articles if not senders or a.sender_type in senders]
+        if str(data.get("ArticleOrder") or "ASC").upper() == "DESC":
+            articles = list(reversed(articles))
+        return articles[:limit] if limit else articles
+
+    def _article_json(self, ticket: StandinTicket, a: Article) -> dict[str, Any]:
+        return {
+            "ArticleID": self._id(a.id, "numbers"),
+            "TicketID": self._id(ticket.id, "numbers"),
+            "Subject": a.subject,
+            "Body": a.body,
+            "SenderType": a.sender_type,
+            "CommunicationChannelID": CHANNEL_IDS[a.channel],
+            "IsVisibleForCustomer": a.visible,
+            "ContentType": a.content_type,
+            "MimeType": a.content_type.split(";")[0],
+            "Charset": "utf8",
+            "CreateTime": a.created,
+            "From": "customer@example.com" if a.sender_type == "customer" else "Agent",
+        }
 
     def _op_TicketUpdate(self, data: dict[str, Any]) -> dict[str, Any]:
         if not data.get("TicketID") and not data.get("TicketNumber"):
@@ -556,51 +561,62 @@ class OtoboStandin:
         for name, value in (("Ticket", fields), ("Article", article)):
             if value is not None and not (isinstance(value, dict) and value):
                 return self._error("TicketUpdate.InvalidParameter", f"TicketUpdate: {name} parameter is not valid!")
-        new_queue = new_priority = new_state = None
-        if fields:
-            if fields.get("Queue") or fields.get("QueueID"):
-                new_queue = self._lookup(self.queues, fields.get("Queue"), fields.get("QueueID"))
-                if new_queue is None:
-                    return self._error(
-                        "TicketUpdate.InvalidParameter", "TicketUpdate: Ticket->QueueID or Ticket->Queue parameter is invalid!"
-                    )
-            if fields.get("State") or fields.get("StateID"):
-                new_state = self._lookup(self.states, fields.get("State"), fields.get("StateID"))
-                if new_state is None:
-                    return self._error(
-                        "TicketUpdate.InvalidParameter", "TicketUpdate: Ticket->StateID or Ticket->State parameter is invalid!"
-                    )
-            if fields.get("Priority") or fields.get("PriorityID"):
-                new_priority = self._lookup(self.priorities, fields.get("Priority"), fields.get("PriorityID"))
-                if new_priority is None:
+        targets = self._update_targets(fields or {})
+        if isinstance(targets, dict):
+            return targets
+        problem = (self._article_problem(article) if article else None) or self._update_rights_problem(
+            user, ticket, bool(article), targets
+        )
+        if problem is not None:
+            return problem
+        return self._apply_update(ticket, article, targets)
+
+    def _update_targets(self, fields: dict[str, Any]) -> tuple[str | None, str | None, str | None] | dict[str, Any]:
+        """(queue, priority, state) that TicketUpdate's Ticket asks for, or the error for an unknown one."""
+        found: dict[str, str | None] = {}
+        for field, table in (("Queue", self.queues), ("State", self.states), ("Priority", self.priorities)):
+            found[field] = None
+            if fields.get(field) or fields.get(f"{field}ID"):
+                found[field] = self._lookup(table, fields.get(field), fields.get(f"{field}ID"))
+                if found[field] is None:
                     return self._error(
                         "TicketUpdate.InvalidParameter",
-                        "TicketUpdate: Ticket->PriorityID or Ticket->Priority parameter is invalid!",
+                        f"TicketUpdate: Ticket->{field}ID or Ticket->{field} parameter is invalid!",
                     )
-        if article:
-            for needed in ("Subject", "Body"):
-                if not str(article.get(needed) or "").strip():
-                    return self._error("TicketUpdate.MissingParameter", f"TicketUpdate: Article->{needed} parameter is missing!")
-            channel = article.get("CommunicationChannel") or "Internal"
-            if channel not in CHANNEL_IDS:
-                return self._error(
-                    "TicketUpdate.InvalidParameter",
-                    "TicketUpdate: Article->CommunicationChannel or Article->CommunicationChannelID parameter is invalid or not supported!",
-                )
-            sender = article.get("SenderType") or "agent"
-            if sender not in ("agent", "system", "customer"):
-                return self._error(
-                    "TicketUpdate.InvalidParameter", "TicketUpdate: Article->SenderTypeID or Ticket->SenderType parameter is invalid!"
-                )
-            if not (article.get("ContentType") or (article.get("MimeType") and article.get("Charset"))):
-                return self._error(
-                    "TicketUpdate.MissingParameter",
-                    "TicketUpdate: Article->ContentType or Ticket->MimeType and Article->Charset parameters are required!",
-                )
-        # rights, checked as the operation's update-permission check does, on the ticket's current queue:
-        # 'note' for an article, 'move' for a queue change (no group right of its own: 'rw' grants it),
-        # 'priority' for a priority change
-        if article and not self._can(user, ticket.queue, "note"):
+        return found["Queue"], found["Priority"], found["State"]
+
+    def _article_problem(self, article: dict[str, Any]) -> dict[str, Any] | None:
+        for needed in ("Subject", "Body"):
+            if not str(article.get(needed) or "").strip():
+                return self._error("TicketUpdate.MissingParameter", f"TicketUpdate: Article->{needed} parameter is missing!")
+        channel = article.get("CommunicationChannel") or "Internal"
+        if channel not in CHANNEL_IDS:
+            return self._error(
+                "TicketUpdate.InvalidParameter",
+                "TicketUpdate: Article->CommunicationChannel or Article->CommunicationChannelID parameter is invalid or not supported!",
+            )
+        sender = article.get("SenderType") or "agent"
+        if sender not in ("agent", "system", "customer"):
+            return self._error(
+                "TicketUpdate.InvalidParameter", "TicketUpdate: Article->SenderTypeID or Ticket->SenderType parameter is invalid!"
+            )
+        if not (article.get("ContentType") or (article.get("MimeType") and article.get("Charset"))):
+            return self._error(
+                "TicketUpdate.MissingParameter",
+                "TicketUpdate: Article->ContentType or Ticket->MimeType and Article->Charset parameters are required!",
+            )
+        return None
+
+    def _update_rights_problem(
+        self, user: str, ticket: StandinTicket, with_article: bool, targets: tuple[str | None, str | None, str | None]
+    ) -> dict[str, Any] | None:
+        """Rights, checked as the operation's update-permission check does, on the ticket's current queue.
+
+        'note' for an article, 'move' for a queue change (no group right of its own: 'rw' grants it),
+        'priority' for a priority change.
+        """
+        new_queue, new_priority, _ = targets
+        if with_article and not self._can(user, ticket.queue, "note"):
             return self._error("TicketUpdate.AccessDenied", "TicketUpdate: Does not have permissions to create new articles!")
         if new_queue is not None and not self._can(user, ticket.queue, "move"):
             return self._error("TicketUpdate.AccessDenied", "TicketUpdate: Does not have permissions to update queue!")
@@ -609,9 +625,13 @@ class OtoboStandin:
         if new_queue is not None and new_queue != ticket.queue and not self._can(user, new_queue, "move_into"):
             # TicketQueueSet refuses; the operation returns Success 0 before touching anything else
             raise _Fault("Ticket queue could not be updated, please contact system administrator!")
-        # apply
+        return None
+
+    def _apply_update(
+        self, ticket: StandinTicket, article: dict[str, Any] | None, targets: tuple[str | None, str | None, str | None]
+    ) -> dict[str, Any]:
         changed = False
-        for attr, value in (("queue", new_queue), ("priority", new_priority), ("state", new_state)):
+        for attr, value in zip(("queue", "priority", "state"), targets, strict=True):
             if value is not None and getattr(ticket, attr) != value:
                 setattr(ticket, attr, value)
                 changed = True

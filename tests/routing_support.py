@@ -38,7 +38,6 @@ class Note:
 class MemoryAdapter(Adapter):
     """An in-memory helpdesk.  Counts calls; hooks let a test change tickets or fail calls."""
 
-    type_name = "memory"
     settings_model = MemorySettings
 
     def __init__(
@@ -205,6 +204,35 @@ def system_config(**overrides: Any) -> SystemConfig:
 
 def sqlite_url(tmp_path: Any) -> str:
     return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+async def daemon_polls(
+    cfg: Any, store: Any, count: int = 1, between: Any = None, classifier: Any = None, *, system: str
+) -> list[Any]:
+    """``count`` polls of ``system`` by one daemon (``between(i)`` runs after poll i), then close."""
+    from connector.daemon import Daemon
+    from connector.model.classifier import ClassifierHolder
+
+    daemon = Daemon(cfg, store=store, holder=ClassifierHolder(classifier or KeywordClassifier()))
+    await daemon.setup()
+    results = []
+    try:
+        for i in range(count):
+            result = await daemon.poll_system(system, force=True)
+            assert result is not None
+            results.append(result)
+            if between is not None:
+                between(i)
+    finally:
+        await daemon.close()
+    return results
+
+
+def decision_counts(store: Any, system: str) -> dict[str, int]:
+    """Decisions of ``system`` by status."""
+    from connector.store.decisions import DecisionStore
+
+    return DecisionStore(store, "x").counts().get(system, {})
 
 
 # --------------------------------------------------------------------------- PostgreSQL

@@ -25,7 +25,7 @@ systems:
       auth:
         type: bearer
         token: {token}
-      retries: 1
+      retry_attempts: 1
     source:
       queues: [Inbox]
     routing:
@@ -84,7 +84,7 @@ def test_unknown_keys_are_listed_with_their_paths(tmp_path: Path) -> None:
 
 def test_unknown_key_inside_the_adapter_connection(tmp_path: Path) -> None:
     text = VALID.format(url="http://127.0.0.1:9/api", token="t0ken-value").replace(
-        "      retries: 1", "      retries: 1\n      retires: 2"
+        "      retry_attempts: 1", "      retry_attempts: 1\n      retires: 2"
     )
     result = check(str(write(tmp_path, text)))
     assert result.exit_code == 2

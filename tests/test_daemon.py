@@ -45,7 +45,7 @@ def make_config(tmp_path: Path, base_url: str, *, models: dict[str, Path] | None
         "connection": {
             "base_url": base_url,
             "auth": {"type": "bearer", "token": TOKEN},
-            "retries": 1,
+            "retry_attempts": 1,
             "timeout": 2,
             "paging": {"style": "after"},
         },

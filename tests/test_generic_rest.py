@@ -232,10 +232,10 @@ def test_get_ticket_and_not_found(sandbox) -> None:
     adapter = make(sandbox.api)
     t = run(adapter.get_ticket("1"))
     assert (t.id, t.subject, t.body, t.queue, t.priority, t.state) == ("1", "Printer", "Tray jams", "Hardware", "high", "open")
-    calls = adapter.transport.calls
+    calls = adapter.http.calls
     with pytest.raises(NotFoundError, match="404"):
         run(adapter.get_ticket("999"))
-    assert adapter.transport.calls == calls + 1  # permanent: not retried
+    assert adapter.http.calls == calls + 1  # permanent: not retried
 
 
 def test_update_writes_fields_and_internal_note(sandbox) -> None:
@@ -263,7 +263,7 @@ def test_unknown_queue_is_a_permanent_unknown_value(sandbox) -> None:
     adapter = make(sandbox.api, update={"unknown_value_pattern": "unknown_value"})
     with pytest.raises(UnknownValueError, match="queue 'Finance'"):
         run(adapter.update_ticket("1", TicketChange(queue="Finance", note="n")))
-    assert adapter.transport.calls == 1  # not retried, and no note written after the refusal
+    assert adapter.http.calls == 1  # not retried, and no note written after the refusal
     assert sandbox.db.list_notes(1) == [] and sandbox.db.get_ticket(1).version == 1
     # a 422 that does not match the pattern stays a plain permanent error
     strict = make(sandbox.api, update={"unknown_value_pattern": "no such group"})
@@ -349,7 +349,7 @@ def test_bearer_auth_against_the_sandbox(tmp_path: Path) -> None:
         wrong = make(sb.api, auth={"type": "bearer", "token": "nope"})
         with pytest.raises(AuthenticationError, match="401"):
             run(wrong.get_ticket("1"))
-        assert wrong.transport.calls == 1  # permanent: not retried
+        assert wrong.http.calls == 1  # permanent: not retried
         with pytest.raises(AuthenticationError):
             run(make(sb.api).check_connection())
 
@@ -408,12 +408,12 @@ def test_update_carrying_the_note_is_not_retried_after_a_500() -> None:
         calls.append(request)
         return httpx.Response(500, text="oops")
 
-    adapter = make("http://h.example", transport=httpx.MockTransport(handler), retries=3, add_note=None,
+    adapter = make("http://h.example", transport=httpx.MockTransport(handler), retry_attempts=3, add_note=None,
                    update={"method": "PATCH", "body": {"queue": "{queue}", "comment": "{note}"}})  # fmt: skip
     with pytest.raises(TransientError):
         run(adapter.update_ticket("1", TicketChange(queue="HR", note="n")))
     assert len(calls) == 1
-    plain = make("http://h.example", transport=httpx.MockTransport(handler), retries=2)
+    plain = make("http://h.example", transport=httpx.MockTransport(handler), retry_attempts=2)
     with pytest.raises(TransientError):
         run(plain.update_ticket("1", TicketChange(queue="HR")))  # PATCH without a note: idempotent, retried
     assert len(calls) == 3
@@ -434,28 +434,28 @@ def test_queues_and_priorities_from_api_or_static(sandbox) -> None:
 def test_transient_500_is_retried_then_succeeds(sandbox) -> None:
     sandbox.db.create_ticket("s", "b")
     sandbox.faults.add(path="/api/tickets/1$", status=500, times=1)
-    adapter = make(sandbox.api, retries=3)
+    adapter = make(sandbox.api, retry_attempts=3)
     assert run(adapter.get_ticket("1")).subject == "s"
-    assert adapter.transport.calls == 2
+    assert adapter.http.calls == 2
 
 
 def test_lasting_500_and_html_error_page_are_transient(sandbox) -> None:
     sandbox.db.create_ticket("s", "b")
     sandbox.faults.add(path="/api/tickets", status=502, times=-1, content_type="text/html",
                        body="<html><body><h1>502 Bad Gateway</h1></body></html>")  # fmt: skip
-    adapter = make(sandbox.api, retries=2)
+    adapter = make(sandbox.api, retry_attempts=2)
     with pytest.raises(TransientError, match="502.*Bad Gateway"):
         run(collect(adapter.list_new_tickets(None, 10)))
-    assert adapter.transport.calls == 2
+    assert adapter.http.calls == 2
 
 
 def test_note_post_is_not_retried_after_a_500(sandbox) -> None:
     sandbox.db.create_ticket("s", "b")
     sandbox.faults.add(path="/notes$", method="POST", status=500, times=1)
-    adapter = make(sandbox.api, retries=3)
+    adapter = make(sandbox.api, retry_attempts=3)
     with pytest.raises(TransientError):
         run(adapter.update_ticket("1", TicketChange(note="once")))
-    assert adapter.transport.calls == 1  # the note may have been stored: never sent twice
+    assert adapter.http.calls == 1  # the note may have been stored: never sent twice
     sandbox.faults.add(path="/notes$", method="POST", status=503, headers={"Retry-After": "0"}, times=1)
     run(adapter.update_ticket("1", TicketChange(note="once")))  # 503: surely not applied, retried
     assert [n.body for n in sandbox.db.list_notes(1)] == ["once"]
@@ -488,7 +488,7 @@ def test_answers_of_the_wrong_shape_name_the_path(sandbox) -> None:
 def test_timeout_is_transient(sandbox) -> None:
     sandbox.db.create_ticket("s", "b")
     sandbox.faults.add(path="/api/tickets/1$", status=0, delay=1.0)
-    adapter = make(sandbox.api, timeout=0.2, retries=1)
+    adapter = make(sandbox.api, timeout=0.2, retry_attempts=1)
     with pytest.raises(TransientError, match="timed out"):
         run(adapter.get_ticket("1"))
 
@@ -499,7 +499,7 @@ def test_unreachable_helpdesk_is_transient() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    adapter = make(f"http://127.0.0.1:{port}/api", retries=1)
+    adapter = make(f"http://127.0.0.1:{port}/api", retry_attempts=1)
     with pytest.raises(TransientError, match="cannot connect"):
         run(adapter.list_queues())
 
@@ -748,10 +748,10 @@ def test_429_honours_retry_after_and_403_is_an_authentication_error(sandbox) -> 
 
     sandbox.db.create_ticket("s", "b")
     sandbox.faults.add(path="/api/tickets/1$", status=429, headers={"Retry-After": "1"}, body='{"error": "slow down"}')
-    adapter = make(sandbox.api, retries=2)
+    adapter = make(sandbox.api, retry_attempts=2)
     started = time.monotonic()
     assert run(adapter.get_ticket("1")).subject == "s"
-    assert adapter.transport.calls == 2 and time.monotonic() - started >= 0.9
+    assert adapter.http.calls == 2 and time.monotonic() - started >= 0.9
     sandbox.faults.add(path="/api/queues", status=403, body='{"error": "no right to list queues"}')
     with pytest.raises(AuthenticationError, match="403"):
         run(adapter.list_queues())

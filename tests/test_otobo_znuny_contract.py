@@ -1071,7 +1071,7 @@ def test_concurrency_is_bounded(otobo: OtoboStandin, make_adapter: Factory) -> N
         otobo.add_ticket(f"t{i}", "b")
 
     async def go() -> None:
-        adapter = make_adapter(max_concurrency=2, get_batch_size=1)
+        adapter = make_adapter(max_concurrent_requests=2, get_batch_size=1)
         await adapter.check_connection()
         otobo.delay = 0.02
         ids, _ = await new_ids(adapter)

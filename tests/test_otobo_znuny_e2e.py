@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from otobo_standin import OtoboStandin  # noqa: E402
-from routing_support import KeywordClassifier, sqlite_url  # noqa: E402
+from routing_support import KeywordClassifier, daemon_polls, decision_counts, sqlite_url  # noqa: E402
 
 from adapters.base import AuthenticationError, TransientError  # noqa: E402
 from connector.config import AppConfig, parse_config  # noqa: E402
@@ -89,30 +90,10 @@ def create(otobo: OtoboStandin, n: int) -> list[int]:
     return out
 
 
-async def polls(cfg: AppConfig, store: Store, count: int = 1, between: Any = None, classifier: Any = None
-                ) -> list[PollResult]:
-    """``count`` polls of one daemon (``between(i)`` runs after poll i), then close."""
-    daemon = Daemon(cfg, store=store, holder=ClassifierHolder(classifier or KeywordClassifier()))
-    await daemon.setup()
-    results = []
-    try:
-        for i in range(count):
-            result = await daemon.poll_system(SYSTEM, force=True)
-            assert result is not None
-            results.append(result)
-            if between is not None:
-                between(i)
-    finally:
-        await daemon.close()
-    return results
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-def statuses(store: Store) -> dict[str, int]:
-    return DecisionStore(store, "x").counts().get(SYSTEM, {})
+#: ``polls(cfg, store, count=1, between=None, classifier=None)``: polls of this system by one daemon
+polls = functools.partial(daemon_polls, system=SYSTEM)
+statuses = functools.partial(decision_counts, system=SYSTEM)
+run = asyncio.run
 
 
 def patches(otobo: OtoboStandin) -> list[dict[str, Any]]:

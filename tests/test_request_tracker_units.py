@@ -20,7 +20,6 @@ from adapters.request_tracker import (
 
 def test_registered_under_its_type_name() -> None:
     assert adapter_class("request_tracker") is RequestTrackerAdapter
-    assert RequestTrackerAdapter.type_name == "request_tracker"
 
 
 @pytest.mark.parametrize(
@@ -74,7 +73,7 @@ def test_settings_need_exactly_one_kind_of_credentials(tmp_path) -> None:
         RequestTrackerSettings(url="http://rt.test/REST/2.0", token="t")
     secret = tmp_path / "tok"
     secret.write_text("1-2-abc\n")
-    s = RequestTrackerSettings.model_validate({"url": "http://rt.test/rt", "token_file": str(secret)})
+    s = RequestTrackerSettings.model_validate({"base_url": "http://rt.test/rt", "token_file": str(secret)})
     assert s.token is not None and s.token.get_secret_value() == "1-2-abc"
     assert s.api_url == "http://rt.test/rt/REST/2.0/"
     assert "1-2-abc" not in repr(s)

@@ -91,7 +91,7 @@ def test_injected_5xx_and_timeouts_on_notes_lose_no_note_and_no_record(tmp_path:
         sandbox.faults.add(path=r"/notes$", method="POST", status=500, times=4)
         sandbox.faults.add(path=r"/notes$", method="POST", status=502, times=3)
         sandbox.faults.add(path=r"/notes$", method="POST", status=0, delay=1.5, times=2)  # the client times out
-        settings = GenericRestSettings.model_validate({"base_url": sandbox.api, "timeout": 0.5, "retries": 2})
+        settings = GenericRestSettings.model_validate({"base_url": sandbox.api, "timeout": 0.5, "retry_attempts": 2})
 
         async def poll() -> object:
             adapter = GenericRestAdapter("sandbox", settings, source_queues=["Inbox"], source_states=["new"])

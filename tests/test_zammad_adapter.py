@@ -53,7 +53,7 @@ def server(standin: ZammadStandin) -> Iterator[RunningStandin]:
 
 def make(url: str, *, queues: list[str] | None = None, states: list[str] | None = None,
          retry: RetryPolicy | None = FAST_RETRY, **connection: Any) -> ZammadAdapter:
-    conn: dict[str, Any] = {"url": url, "search_index_lag": 60}
+    conn: dict[str, Any] = {"base_url": url, "search_index_lag": 60}
     if "username" not in connection:
         conn["token"] = TOKEN
     conn.update(connection)
@@ -83,27 +83,26 @@ def last_cursor(pages: list[TicketPage], default: str | None = None) -> str | No
 
 def test_registered_under_type_zammad() -> None:
     assert adapter_class("zammad") is ZammadAdapter
-    assert ZammadAdapter.type_name == "zammad"
     assert ZammadAdapter.settings_model is ZammadSettings
 
 
 def test_settings_token_file_and_secrecy(tmp_path: Path) -> None:
     secret = tmp_path / "token"
     secret.write_text("s3cr3t-token-value\n", encoding="utf-8")
-    settings = ZammadSettings.model_validate({"url": "https://helpdesk.example.com/api/v1/", "token_file": str(secret)})
+    settings = ZammadSettings.model_validate({"base_url": "https://helpdesk.example.com/api/v1/", "token_file": str(secret)})
     assert settings.token is not None and settings.token.get_secret_value() == "s3cr3t-token-value"
-    assert settings.url == "https://helpdesk.example.com"
+    assert settings.base_url == "https://helpdesk.example.com"
     assert "s3cr3t" not in repr(settings) and "s3cr3t" not in str(settings.model_dump())
 
 
 @pytest.mark.parametrize(
     "conn, message",
     [
-        ({"url": "https://z.example"}, "give token"),
-        ({"url": "https://z.example", "token": "t", "username": "u", "password": "p"}, "not both"),
-        ({"url": "https://z.example", "username": "u"}, "needs both"),
-        ({"url": "z.example", "token": "t"}, "http://"),
-        ({"url": "https://z.example", "token": "t", "tokn": "x"}, "Extra inputs"),
+        ({"base_url": "https://z.example"}, "give token"),
+        ({"base_url": "https://z.example", "token": "t", "username": "u", "password": "p"}, "not both"),
+        ({"base_url": "https://z.example", "username": "u"}, "needs both"),
+        ({"base_url": "z.example", "token": "t"}, "http://"),
+        ({"base_url": "https://z.example", "token": "t", "tokn": "x"}, "Extra inputs"),
     ],
 )
 def test_settings_rejects_bad_connections(conn: dict[str, Any], message: str) -> None:
@@ -115,10 +114,10 @@ def test_config_file_section_validates() -> None:
     from connector.config import ConfigError, parse_config
 
     config = parse_config({"systems": {"zammad": {"type": "zammad", "connection": {
-        "url": "https://helpdesk.example.com", "token": "abc"}, "source": {"queues": ["Incoming"]}}}})
+        "base_url": "https://helpdesk.example.com", "token": "abc"}, "source": {"queues": ["Incoming"]}}}})
     assert isinstance(config.adapter_settings("zammad"), ZammadSettings)
     with pytest.raises(ConfigError) as err:
-        parse_config({"systems": {"zammad": {"type": "zammad", "connection": {"url": "https://x", "tokn": "a"}}}})
+        parse_config({"systems": {"zammad": {"type": "zammad", "connection": {"base_url": "https://x", "tokn": "a"}}}})
     keys = [p.key for p in err.value.problems]
     assert "systems.zammad.connection.tokn" in keys
 
@@ -236,7 +235,7 @@ def test_non_json_answer_is_a_protocol_error() -> None:
     def login_page(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, text="<html>Zammad login</html>", headers={"Content-Type": "text/html"})
 
-    settings = ZammadSettings.model_validate({"url": "https://z.example", "token": "t"})
+    settings = ZammadSettings.model_validate({"base_url": "https://z.example", "token": "t"})
     adapter = ZammadAdapter("zammad", settings, source_queues=[], source_states=["new"],
                             transport=httpx.MockTransport(login_page))
     with pytest.raises(ProtocolError, match="not JSON"):

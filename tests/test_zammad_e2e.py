@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,14 +13,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from routing_support import KeywordClassifier, sqlite_url  # noqa: E402
+from routing_support import daemon_polls, decision_counts, sqlite_url  # noqa: E402
 from zammad_standin import RunningStandin, ZammadStandin, running_standin  # noqa: E402
 
 from adapters.base import TransientError  # noqa: E402
 from connector.config import AppConfig, parse_config  # noqa: E402
-from connector.daemon import Daemon  # noqa: E402
-from connector.model.classifier import ClassifierHolder  # noqa: E402
-from connector.pipeline import PollResult  # noqa: E402
 from connector.store.db import Store  # noqa: E402
 from connector.store.decisions import DecisionStore  # noqa: E402
 
@@ -55,7 +53,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def config(url: str, tmp_path: Path, *, mode: str = "apply", routing: dict[str, Any] | None = None,
            **connection: Any) -> AppConfig:
-    conn = {"url": url, "token": "agent-token", "search_index_lag": 60, "retry_attempts": 3}
+    conn = {"base_url": url, "token": "agent-token", "search_index_lag": 60, "retry_attempts": 3}
     conn.update(connection)
     return parse_config({
         "state_dir": str(tmp_path),
@@ -80,30 +78,10 @@ def create(standin: ZammadStandin, n: int) -> list[int]:
     return out
 
 
-async def polls(cfg: AppConfig, store: Store, count: int = 1, between: Any = None, classifier: Any = None
-                ) -> list[PollResult]:
-    """``count`` polls of one daemon (``between(i)`` runs after poll i), then close."""
-    daemon = Daemon(cfg, store=store, holder=ClassifierHolder(classifier or KeywordClassifier()))
-    await daemon.setup()
-    results = []
-    try:
-        for i in range(count):
-            result = await daemon.poll_system(SYSTEM, force=True)
-            assert result is not None
-            results.append(result)
-            if between is not None:
-                between(i)
-    finally:
-        await daemon.close()
-    return results
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-def statuses(store: Store) -> dict[str, int]:
-    return DecisionStore(store, "x").counts().get(SYSTEM, {})
+#: ``polls(cfg, store, count=1, between=None, classifier=None)``: polls of this system by one daemon
+polls = functools.partial(daemon_polls, system=SYSTEM)
+statuses = functools.partial(decision_counts, system=SYSTEM)
+run = asyncio.run
 
 
 def writes(standin: ZammadStandin) -> list[Any]:

@@ -50,7 +50,7 @@ def test_every_ticket_handed_out_exactly_once(
     if routed_become_invisible:  # the agent cannot read the target group: routed tickets leave every listing
         standin.agent.group_ids.discard(standin.group_id("Sales"))
     settings_ = ZammadSettings.model_validate(
-        {"url": "http://zammad.test", "token": "agent-token", "search_index_lag": LAG_ALLOWANCE, "listing": listing}
+        {"base_url": "http://zammad.test", "token": "agent-token", "search_index_lag": LAG_ALLOWANCE, "listing": listing}
     )
     handed: list[int] = []
     routed_away: dict[int, bool] = {}

@@ -690,300 +690,283 @@ class ZammadStandin:
 
     # ------------------------------------------------------------------ HTTP app
 
-    def _build_app(self) -> FastAPI:  # noqa: C901 - one route table
+    def _build_app(self) -> FastAPI:
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-        standin = self
-
-        @app.middleware("http")
-        async def frame(request: Request, call_next: Any) -> Response:
-            try:
-                body: Any = json.loads(await request.body() or b"null")
-            except ValueError:
-                body = "<invalid json>"
-            logged = LoggedRequest(request.method, request.url.path, dict(request.query_params), body,
-                                   request.headers.get("authorization"))
-            date = {"Date": email.utils.formatdate(standin.now(), usegmt=True)}
-            with standin._lock:
-                if standin.before_request is not None:
-                    standin.before_request(request.method, request.url.path)
-                standin.requests.append(logged)
-                standin.in_flight += 1
-                standin.max_in_flight = max(standin.max_in_flight, standin.in_flight)
-                failure = None
-                if standin._failures and request.url.path.startswith(standin._failures[0].path_prefix):
-                    failure = standin._failures.pop(0)
-                down = standin.down
-            try:
-                if standin.request_delay:
-                    await asyncio.sleep(standin.request_delay)
-                if down:
-                    response: Response = Response(
-                        "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
-                        "</h1></center><hr><center>nginx</center></body></html>",
-                        status_code=502, media_type="text/html", headers=date)
-                elif failure is not None and failure.status == 429:
-                    headers = dict(date)
-                    if failure.retry_after is not None:
-                        headers["Retry-After"] = failure.retry_after
-                    response = PlainTextResponse("Retry later\n", status_code=429, headers=headers)
-                elif failure is not None:
-                    response = error(failure.status, f"Error ID {secrets.token_urlsafe(6)}: Please contact your "
-                                                     "administrator.", date)
-                else:
-                    try:
-                        response = await call_next(request)
-                    except _Reject as reject:
-                        response = reject.response
-                    response.headers["Date"] = date["Date"]
-                logged.status = response.status_code
-                return response
-            finally:
-                with standin._lock:
-                    standin.in_flight -= 1
-
-        def handle(fn: Any) -> Any:
-            async def wrapper(request: Request) -> Response:
-                try:
-                    user = standin._authenticate(request)
-                    body: Any = None
-                    if request.method in ("POST", "PUT"):
-                        try:
-                            body = json.loads(await request.body() or b"{}")
-                        except ValueError:
-                            return error(422, "Unable to parse JSON body")
-                    with standin._lock:
-                        return fn(request, user, body)
-                except _Reject as reject:
-                    return reject.response
-
-            wrapper.__name__ = fn.__name__
-            return wrapper
-
-        def expand(request: Request) -> bool:
-            return request.query_params.get("expand", "").lower() in ("true", "1")
-
-        def int_param(request: Request, name: str, default: int) -> int:
-            try:
-                return int(request.query_params.get(name, default))
-            except ValueError:
-                return default
-
-        def find_ticket(user: ApiUser, raw_id: Any) -> dict[str, Any]:
-            try:
-                ticket_id = int(raw_id)
-            except (TypeError, ValueError):
-                ticket_id = -1
-            ticket = standin.tickets.get(ticket_id)
-            if ticket is None:
-                raise _Reject(error(404, f"Couldn't find Ticket with 'id'={raw_id}"))
-            if not standin._can_read(user, ticket):
-                raise _Reject(error(403, "Not authorized"))
-            return ticket
-
-        # ---- users / lists
-
-        @handle
-        def users_me(request: Request, user: ApiUser, _body: Any) -> Response:
-            data: dict[str, Any] = {
-                "id": user.id, "login": user.login, "email": user.login, "firstname": "", "lastname": "",
-                "active": user.active, "role_ids": [], "organization_ids": [],
-                "group_ids": {str(g): ["full"] for g in sorted(user.group_ids)},
-            }
-            if expand(request):
-                data["groups"] = {standin._by_id(standin.groups, g)["name"]: ["full"] for g in sorted(user.group_ids)}
-                data["roles"] = ["Agent"] if "ticket.agent" in user.permissions else ["Customer"]
-            return JSONResponse(data)
-
-        @handle
-        def groups(request: Request, user: ApiUser, _body: Any) -> Response:
-            standin._require(user, "admin.group")
-            return JSONResponse(standin.groups)
-
-        @handle
-        def priorities(request: Request, user: ApiUser, _body: Any) -> Response:
-            standin._require(user, "ticket.agent", "admin.object", "ticket.customer")
-            return JSONResponse(standin.priorities)
-
-        @handle
-        def states(request: Request, user: ApiUser, _body: Any) -> Response:
-            standin._require(user, "ticket.agent", "admin.object", "ticket.customer")
-            return JSONResponse([{k: v for k, v in s.items() if k != "state_type"} for s in standin.states])
-
-        # ---- tickets
-
-        @handle
-        def tickets_index(request: Request, user: ApiUser, _body: Any) -> Response:
-            per_page = max(1, min(int_param(request, "per_page", 100), 100))
-            page = max(1, int_param(request, "page", 1))
-            visible = [t for _, t in sorted(standin.tickets.items()) if standin._can_read(user, t)]
-            chunk = visible[(page - 1) * per_page : page * per_page]
-            if expand(request):
-                return JSONResponse([standin._expanded(t) for t in chunk])
-            return JSONResponse([standin._compact(t) for t in chunk])
-
-        @handle
-        def tickets_search(request: Request, user: ApiUser, _body: Any) -> Response:
-            query = request.query_params.get("query") or request.query_params.get("term") or ""
-            if "limit" in request.query_params and "per_page" not in request.query_params:
-                per_page = int_param(request, "limit", 50)
-            else:
-                per_page = int_param(request, "per_page", 50)
-            per_page = max(1, min(per_page, 200))
-            page = max(1, int_param(request, "page", 1))
-            try:
-                tree = parse_query(query) if query.strip() else None
-            except QuerySyntaxError:
-                tree = "invalid"
-            hits: list[tuple[dict[str, Any], dict[str, Any]]] = []
-            if tree != "invalid":
-                for ticket_id, ticket in standin.tickets.items():
-                    doc = standin._indexed(ticket_id)
-                    if doc is None or not standin._can_read(user, ticket):
-                        continue
-                    if tree is None or evaluate(tree, doc):
-                        hits.append((doc, ticket))
-            sort_by = request.query_params.get("sort_by", "updated_at")
-            descending = request.query_params.get("order_by", "desc").lower() != "asc"
-
-            def key(hit: tuple[dict[str, Any], dict[str, Any]]) -> tuple[Any, int]:
-                value = _lookup(hit[0], sort_by)
-                if isinstance(value, str) and parse_ts(value) is not None:
-                    value = parse_ts(value)
-                if isinstance(value, dict):
-                    value = value.get("name")
-                return (value if value is not None else "", hit[1]["id"])
-
-            try:
-                hits.sort(key=key, reverse=descending)
-            except TypeError:
-                hits.sort(key=lambda h: h[1]["id"], reverse=descending)
-            total = len(hits)
-            chunk = [t for _, t in hits[(page - 1) * per_page : page * per_page]]
-            with_total = request.query_params.get("with_total_count", "").lower() in ("true", "1")
-            if expand(request):
-                records: Any = [standin._expanded(t) for t in chunk]
-                if with_total:
-                    records = {"records": records, "total_count": total}
-                return JSONResponse(records)
-            return JSONResponse({
-                "tickets": [t["id"] for t in chunk],
-                "tickets_count": len(chunk),
-                "assets": {"Ticket": {str(t["id"]): standin._compact(t) for t in chunk}},
-            })
-
-        @handle
-        def ticket_show(request: Request, user: ApiUser, _body: Any) -> Response:
-            ticket = find_ticket(user, request.path_params["ticket_id"])
-            return JSONResponse(standin._expanded(ticket) if expand(request) else standin._compact(ticket))
-
-        def resolve(kind: str, rows: list[dict[str, Any]], body: dict[str, Any]) -> int | None:
-            if kind in body and body[kind] not in (None, ""):
-                row = standin._by_name(rows, str(body[kind]))
-                if row is None:
-                    raise _Reject(error(422, f"No lookup value found for '{kind}': {json.dumps(body[kind])}"))
-                return row["id"]
-            if f"{kind}_id" in body and body[f"{kind}_id"] not in (None, ""):
-                try:
-                    row = standin._by_id(rows, int(body[f"{kind}_id"]))
-                except (TypeError, ValueError):
-                    row = None
-                if row is None:
-                    # a foreign key violation: Zammad hides the detail from non-admins
-                    raise _Reject(error(422, f"Error ID {secrets.token_urlsafe(6)}: Please contact your "
-                                             "administrator."))
-                return row["id"]
-            return None
-
-        def article_from(ticket_id: int, user: ApiUser, data: dict[str, Any]) -> dict[str, Any]:
-            if not isinstance(data, dict) or not str(data.get("body") or "").strip():
-                raise _Reject(error(422, 'Need at least article: { body: "some text" }'))
-            article_type = str(data.get("type") or "note")
-            if article_type not in ARTICLE_TYPES.values():
-                raise _Reject(error(422, f"No lookup value found for 'type': {json.dumps(article_type)}"))
-            content_type = str(data.get("content_type") or "text/plain")
-            internal = bool(data.get("internal", False))
-            sender = str(data.get("sender") or ("Agent" if "ticket.agent" in user.permissions else "Customer"))
-            return standin._add_article(ticket_id, subject=str(data.get("subject") or ""), body=str(data["body"]),
-                                        content_type=content_type, article_type=article_type, sender=sender,
-                                        internal=internal, by=user.id, touch=True)
-
-        @handle
-        def ticket_update(request: Request, user: ApiUser, body: Any) -> Response:
-            ticket = find_ticket(user, request.path_params["ticket_id"])
-            if not isinstance(body, dict):
-                return error(422, "Unable to process the request")
-            changes: dict[str, Any] = {}
-            for kind, rows in (("group", standin.groups), ("priority", standin.priorities),
-                               ("state", standin.states)):
-                value = resolve(kind, rows, body)
-                if value is not None and value != ticket[f"{kind}_id"]:
-                    changes[f"{kind}_id"] = value
-            if "title" in body and body["title"] != ticket["title"]:
-                changes["title"] = str(body["title"])
-            if "article" in body and body["article"] and (
-                not isinstance(body["article"], dict) or not str(body["article"].get("body") or "").strip()
-            ):
-                return error(422, 'Need at least article: { body: "some text" }')
-            now = standin.now()
-            if changes:
-                ticket.update(changes)
-                if changes.get("state_id") == 4 and ticket["close_at"] is None:
-                    ticket["close_at"] = now
-                ticket["updated_at"] = now
-                ticket["updated_by_id"] = user.id
-            if body.get("article"):
-                article_from(ticket["id"], user, body["article"])
-                ticket["updated_by_id"] = user.id
-            if changes or body.get("article"):
-                standin._reindex(ticket["id"])
-            if expand(request):
-                return JSONResponse(standin._expanded(ticket))
-            out = standin._compact(ticket)
-            out["article_ids"] = [a["id"] for a in standin._articles_of(ticket["id"])]
-            return JSONResponse(out)
-
-        # ---- articles
-
-        @handle
-        def articles_by_ticket(request: Request, user: ApiUser, _body: Any) -> Response:
-            ticket = find_ticket(user, request.path_params["ticket_id"])
-            return JSONResponse([standin._article_json(a) for a in standin._articles_of(ticket["id"])])
-
-        @handle
-        def article_create(request: Request, user: ApiUser, body: Any) -> Response:
-            if not isinstance(body, dict):
-                return error(422, "Unable to process the request")
-            if body.get("ticket_id") in (None, ""):
-                return error(404, "Couldn't find Ticket without an ID")  # Ticket.find(nil)
-            ticket = find_ticket(user, body["ticket_id"])
-            article = article_from(ticket["id"], user, body)
-            standin._reindex(ticket["id"])
-            return JSONResponse(standin._article_json(article), status_code=201)
-
-        routes = [
-            ("/api/v1/users/me", users_me, ["GET"]),
-            ("/api/v1/groups", groups, ["GET"]),
-            ("/api/v1/ticket_priorities", priorities, ["GET"]),
-            ("/api/v1/ticket_states", states, ["GET"]),
-            ("/api/v1/tickets", tickets_index, ["GET"]),
-            ("/api/v1/tickets/search", tickets_search, ["GET"]),
-            ("/api/v1/tickets/{ticket_id}", ticket_show, ["GET"]),
-            ("/api/v1/tickets/{ticket_id}", ticket_update, ["PUT"]),
-            ("/api/v1/ticket_articles/by_ticket/{ticket_id}", articles_by_ticket, ["GET"]),
-            ("/api/v1/ticket_articles", article_create, ["POST"]),
-        ]
-        for path, endpoint, methods in routes:
-            app.add_api_route(path, endpoint, methods=methods)
-
-        @app.exception_handler(404)
-        async def no_route(request: Request, _exc: Exception) -> Response:
-            return error(404, f'No route matches [{request.method}] "{request.url.path}"')
-
-        @app.exception_handler(405)
-        async def no_method(request: Request, _exc: Exception) -> Response:
-            return error(404, f'No route matches [{request.method}] "{request.url.path}"')
-
+        app.middleware("http")(self._frame)
+        for path, endpoint, methods in self._routes():
+            app.add_api_route(path, self._handle(endpoint), methods=methods)
+        app.add_exception_handler(404, _no_route)
+        app.add_exception_handler(405, _no_route)
         return app
+
+    def _routes(self) -> list[tuple[str, Any, list[str]]]:
+        return [
+            ("/api/v1/users/me", self._ep_users_me, ["GET"]),
+            ("/api/v1/groups", self._ep_groups, ["GET"]),
+            ("/api/v1/ticket_priorities", self._ep_priorities, ["GET"]),
+            ("/api/v1/ticket_states", self._ep_states, ["GET"]),
+            ("/api/v1/tickets", self._ep_tickets_index, ["GET"]),
+            ("/api/v1/tickets/search", self._ep_tickets_search, ["GET"]),
+            ("/api/v1/tickets/{ticket_id}", self._ep_ticket_show, ["GET"]),
+            ("/api/v1/tickets/{ticket_id}", self._ep_ticket_update, ["PUT"]),
+            ("/api/v1/ticket_articles/by_ticket/{ticket_id}", self._ep_articles_by_ticket, ["GET"]),
+            ("/api/v1/ticket_articles", self._ep_article_create, ["POST"]),
+        ]
+
+    async def _frame(self, request: Request, call_next: Any) -> Response:
+        try:
+            body: Any = json.loads(await request.body() or b"null")
+        except ValueError:
+            body = "<invalid json>"
+        logged = LoggedRequest(request.method, request.url.path, dict(request.query_params), body,
+                               request.headers.get("authorization"))
+        date = {"Date": email.utils.formatdate(self.now(), usegmt=True)}
+        with self._lock:
+            if self.before_request is not None:
+                self.before_request(request.method, request.url.path)
+            self.requests.append(logged)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            failure = None
+            if self._failures and request.url.path.startswith(self._failures[0].path_prefix):
+                failure = self._failures.pop(0)
+            down = self.down
+        try:
+            if self.request_delay:
+                await asyncio.sleep(self.request_delay)
+            if down:
+                response: Response = Response(
+                    "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
+                    "</h1></center><hr><center>nginx</center></body></html>",
+                    status_code=502, media_type="text/html", headers=date)
+            elif failure is not None and failure.status == 429:
+                headers = dict(date)
+                if failure.retry_after is not None:
+                    headers["Retry-After"] = failure.retry_after
+                response = PlainTextResponse("Retry later\n", status_code=429, headers=headers)
+            elif failure is not None:
+                response = error(failure.status, f"Error ID {secrets.token_urlsafe(6)}: Please contact your "
+                                                 "administrator.", date)
+            else:
+                try:
+                    response = await call_next(request)
+                except _Reject as reject:
+                    response = reject.response
+                response.headers["Date"] = date["Date"]
+            logged.status = response.status_code
+            return response
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _handle(self, fn: Any) -> Any:
+        async def wrapper(request: Request) -> Response:
+            try:
+                user = self._authenticate(request)
+                body: Any = None
+                if request.method in ("POST", "PUT"):
+                    try:
+                        body = json.loads(await request.body() or b"{}")
+                    except ValueError:
+                        return error(422, "Unable to parse JSON body")
+                with self._lock:
+                    return fn(request, user, body)
+            except _Reject as reject:
+                return reject.response
+
+        wrapper.__name__ = fn.__name__
+        return wrapper
+
+    def _find_ticket(self, user: ApiUser, raw_id: Any) -> dict[str, Any]:
+        try:
+            ticket_id = int(raw_id)
+        except (TypeError, ValueError):
+            ticket_id = -1
+        ticket = self.tickets.get(ticket_id)
+        if ticket is None:
+            raise _Reject(error(404, f"Couldn't find Ticket with 'id'={raw_id}"))
+        if not self._can_read(user, ticket):
+            raise _Reject(error(403, "Not authorized"))
+        return ticket
+
+    def _resolve(self, kind: str, rows: list[dict[str, Any]], body: dict[str, Any]) -> int | None:
+        if kind in body and body[kind] not in (None, ""):
+            row = self._by_name(rows, str(body[kind]))
+            if row is None:
+                raise _Reject(error(422, f"No lookup value found for '{kind}': {json.dumps(body[kind])}"))
+            return row["id"]
+        if f"{kind}_id" in body and body[f"{kind}_id"] not in (None, ""):
+            try:
+                row = self._by_id(rows, int(body[f"{kind}_id"]))
+            except (TypeError, ValueError):
+                row = None
+            if row is None:
+                # a foreign key violation: Zammad hides the detail from non-admins
+                raise _Reject(error(422, f"Error ID {secrets.token_urlsafe(6)}: Please contact your "
+                                         "administrator."))
+            return row["id"]
+        return None
+
+    def _article_from(self, ticket_id: int, user: ApiUser, data: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(data, dict) or not str(data.get("body") or "").strip():
+            raise _Reject(error(422, 'Need at least article: { body: "some text" }'))
+        article_type = str(data.get("type") or "note")
+        if article_type not in ARTICLE_TYPES.values():
+            raise _Reject(error(422, f"No lookup value found for 'type': {json.dumps(article_type)}"))
+        content_type = str(data.get("content_type") or "text/plain")
+        internal = bool(data.get("internal", False))
+        sender = str(data.get("sender") or ("Agent" if "ticket.agent" in user.permissions else "Customer"))
+        return self._add_article(ticket_id, subject=str(data.get("subject") or ""), body=str(data["body"]),
+                                    content_type=content_type, article_type=article_type, sender=sender,
+                                    internal=internal, by=user.id, touch=True)
+
+    def _ep_users_me(self, request: Request, user: ApiUser, _body: Any) -> Response:
+        data: dict[str, Any] = {
+            "id": user.id, "login": user.login, "email": user.login, "firstname": "", "lastname": "",
+            "active": user.active, "role_ids": [], "organization_ids": [],
+            "group_ids": {str(g): ["full"] for g in sorted(user.group_ids)},
+        }
+        if _expand(request):
+            data["groups"] = {self._by_id(self.groups, g)["name"]: ["full"] for g in sorted(user.group_ids)}
+            data["roles"] = ["Agent"] if "ticket.agent" in user.permissions else ["Customer"]
+        return JSONResponse(data)
+
+    def _ep_groups(self, request: Request, user: ApiUser, _body: Any) -> Response:
+        self._require(user, "admin.group")
+        return JSONResponse(self.groups)
+
+    def _ep_priorities(self, request: Request, user: ApiUser, _body: Any) -> Response:
+        self._require(user, "ticket.agent", "admin.object", "ticket.customer")
+        return JSONResponse(self.priorities)
+
+    def _ep_states(self, request: Request, user: ApiUser, _body: Any) -> Response:
+        self._require(user, "ticket.agent", "admin.object", "ticket.customer")
+        return JSONResponse([{k: v for k, v in s.items() if k != "state_type"} for s in self.states])
+
+    def _ep_tickets_index(self, request: Request, user: ApiUser, _body: Any) -> Response:
+        per_page = max(1, min(_int_param(request, "per_page", 100), 100))
+        page = max(1, _int_param(request, "page", 1))
+        visible = [t for _, t in sorted(self.tickets.items()) if self._can_read(user, t)]
+        chunk = visible[(page - 1) * per_page : page * per_page]
+        if _expand(request):
+            return JSONResponse([self._expanded(t) for t in chunk])
+        return JSONResponse([self._compact(t) for t in chunk])
+
+    def _ep_tickets_search(self, request: Request, user: ApiUser, _body: Any) -> Response:
+        query = request.query_params.get("query") or request.query_params.get("term") or ""
+        if "limit" in request.query_params and "per_page" not in request.query_params:
+            per_page = _int_param(request, "limit", 50)
+        else:
+            per_page = _int_param(request, "per_page", 50)
+        per_page = max(1, min(per_page, 200))
+        page = max(1, _int_param(request, "page", 1))
+        try:
+            tree = parse_query(query) if query.strip() else None
+        except QuerySyntaxError:
+            tree = "invalid"
+        hits: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        if tree != "invalid":
+            for ticket_id, ticket in self.tickets.items():
+                doc = self._indexed(ticket_id)
+                if doc is None or not self._can_read(user, ticket):
+                    continue
+                if tree is None or evaluate(tree, doc):
+                    hits.append((doc, ticket))
+        sort_by = request.query_params.get("sort_by", "updated_at")
+        descending = request.query_params.get("order_by", "desc").lower() != "asc"
+
+        def key(hit: tuple[dict[str, Any], dict[str, Any]]) -> tuple[Any, int]:
+            value = _lookup(hit[0], sort_by)
+            if isinstance(value, str) and parse_ts(value) is not None:
+                value = parse_ts(value)
+            if isinstance(value, dict):
+                value = value.get("name")
+            return (value if value is not None else "", hit[1]["id"])
+
+        try:
+            hits.sort(key=key, reverse=descending)
+        except TypeError:
+            hits.sort(key=lambda h: h[1]["id"], reverse=descending)
+        total = len(hits)
+        chunk = [t for _, t in hits[(page - 1) * per_page : page * per_page]]
+        with_total = request.query_params.get("with_total_count", "").lower() in ("true", "1")
+        if _expand(request):
+            records: Any = [self._expanded(t) for t in chunk]
+            if with_total:
+                records = {"records": records, "total_count": total}
+            return JSONResponse(records)
+        return JSONResponse({
+            "tickets": [t["id"] for t in chunk],
+            "tickets_count": len(chunk),
+            "assets": {"Ticket": {str(t["id"]): self._compact(t) for t in chunk}},
+        })
+
+    def _ep_ticket_show(self, request: Request, user: ApiUser, _body: Any) -> Response:
+        ticket = self._find_ticket(user, request.path_params["ticket_id"])
+        return JSONResponse(self._expanded(ticket) if _expand(request) else self._compact(ticket))
+
+    def _ep_ticket_update(self, request: Request, user: ApiUser, body: Any) -> Response:
+        ticket = self._find_ticket(user, request.path_params["ticket_id"])
+        if not isinstance(body, dict):
+            return error(422, "Unable to process the request")
+        changes: dict[str, Any] = {}
+        for kind, rows in (("group", self.groups), ("priority", self.priorities),
+                           ("state", self.states)):
+            value = self._resolve(kind, rows, body)
+            if value is not None and value != ticket[f"{kind}_id"]:
+                changes[f"{kind}_id"] = value
+        if "title" in body and body["title"] != ticket["title"]:
+            changes["title"] = str(body["title"])
+        if "article" in body and body["article"] and (
+            not isinstance(body["article"], dict) or not str(body["article"].get("body") or "").strip()
+        ):
+            return error(422, 'Need at least article: { body: "some text" }')
+        now = self.now()
+        if changes:
+            ticket.update(changes)
+            if changes.get("state_id") == 4 and ticket["close_at"] is None:
+                ticket["close_at"] = now
+            ticket["updated_at"] = now
+            ticket["updated_by_id"] = user.id
+        if body.get("article"):
+            self._article_from(ticket["id"], user, body["article"])
+            ticket["updated_by_id"] = user.id
+        if changes or body.get("article"):
+            self._reindex(ticket["id"])
+        if _expand(request):
+            return JSONResponse(self._expanded(ticket))
+        out = self._compact(ticket)
+        out["article_ids"] = [a["id"] for a in self._articles_of(ticket["id"])]
+        return JSONResponse(out)
+
+    def _ep_articles_by_ticket(self, request: Request, user: ApiUser, _body: Any) -> Response:
+        ticket = self._find_ticket(user, request.path_params["ticket_id"])
+        return JSONResponse([self._article_json(a) for a in self._articles_of(ticket["id"])])
+
+    def _ep_article_create(self, request: Request, user: ApiUser, body: Any) -> Response:
+        if not isinstance(body, dict):
+            return error(422, "Unable to process the request")
+        if body.get("ticket_id") in (None, ""):
+            return error(404, "Couldn't find Ticket without an ID")  # Ticket.find(nil)
+        ticket = self._find_ticket(user, body["ticket_id"])
+        article = self._article_from(ticket["id"], user, body)
+        self._reindex(ticket["id"])
+        return JSONResponse(self._article_json(article), status_code=201)
+
+
+def _expand(request: Request) -> bool:
+    return request.query_params.get("expand", "").lower() in ("true", "1")
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    try:
+        return int(request.query_params.get(name, default))
+    except ValueError:
+        return default
+
+
+async def _no_route(request: Request, _exc: Exception) -> Response:
+    return error(404, f'No route matches [{request.method}] "{request.url.path}"')
 
 
 # --------------------------------------------------------------------------- serving

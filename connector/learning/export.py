@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from adapters import adapter_class
+from adapters.registry import build_adapter
 from adapters.base import Adapter, Ticket
 from connector.config import AppConfig, SystemConfig
 from connector.learning.anonymize import anonymize
@@ -152,9 +152,7 @@ def to_example(
 def make_adapter(config: AppConfig, system: str) -> Adapter:
     if system not in config.systems:
         raise ExportError(f"unknown system {system!r}; configured: {', '.join(sorted(config.systems)) or 'none'}")
-    cfg = config.systems[system]
-    cls = adapter_class(cfg.type)
-    return cls(system, config.adapter_settings(system), source_queues=cfg.source.queues, source_states=cfg.source.states)
+    return build_adapter(system, config.systems[system])
 
 
 async def _complete(adapter: Adapter, ticket: Ticket) -> Ticket:

@@ -63,7 +63,7 @@ def system_section(
         queue_routing["fallback"] = "Fallback"
     section: dict[str, Any] = {
         "type": "request_tracker",
-        "connection": {"url": rt.base_url, "token": token or rt.tokens["connector"]},
+        "connection": {"base_url": rt.base_url, "token": token or rt.tokens["connector"]},
         "source": {"queues": [source_queue], "states": ["new"]},
         "poll_interval": 2,
         "page_size": 10,

@@ -35,7 +35,7 @@ def run(coro: Awaitable[T]) -> T:
 
 
 def make_adapter(rt: RtServer, queues: list[str], *, user: str = "connector", **settings: Any) -> RequestTrackerAdapter:
-    conn: dict[str, Any] = {"url": rt.base_url, **settings}
+    conn: dict[str, Any] = {"base_url": rt.base_url, **settings}
     if "token" not in conn and "username" not in conn:
         conn["token"] = rt.tokens[user]
     return RequestTrackerAdapter(

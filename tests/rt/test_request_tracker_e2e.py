@@ -195,7 +195,7 @@ def daemon_config(tmp_path: Path, rt: RtServer, source_queue: str, models: dict[
     token_file.write_text(rt.tokens["connector"] + "\n", encoding="utf-8")
     section: dict[str, Any] = {
         "type": "request_tracker",
-        "connection": {"url": rt.base_url, "token_file": str(token_file)},
+        "connection": {"base_url": rt.base_url, "token_file": str(token_file)},
         "source": {"queues": [source_queue], "states": ["new"]},
         "poll_interval": 2,
         "page_size": 4,
@@ -360,7 +360,7 @@ def test_export_of_resolved_tickets_returns_final_queue_and_priority(
 def test_adapter_settings_accept_token_file(rt: RtServer, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(rt.tokens["connector"] + "\n", encoding="utf-8")
-    settings = RequestTrackerSettings.model_validate({"url": rt.base_url + "/", "token_file": str(token_file)})
+    settings = RequestTrackerSettings.model_validate({"base_url": rt.base_url + "/", "token_file": str(token_file)})
     adapter = RequestTrackerAdapter("rt", settings, source_queues=[], source_states=["new"],
                                     retry=RetryPolicy(attempts=1))
     asyncio.run(adapter.check_connection())
