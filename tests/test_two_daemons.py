@@ -221,7 +221,8 @@ def test_a_second_daemon_under_a_live_explicit_id_is_refused(db_url: str, tmp_pa
 
 def test_a_running_daemon_renews_its_lease_and_releases_it_on_a_clean_stop(db_url: str, tmp_path: Path) -> None:
     store = Store(db_url)
-    config = mem_config(db_url, tmp_path, "router-1", lease_ttl=0.6, heartbeat_interval=0.1)
+    # a ttl of several heartbeats, so a loaded machine that delays one heartbeat does not expire the lease
+    config = mem_config(db_url, tmp_path, "router-1", lease_ttl=2.0, heartbeat_interval=0.2)
     daemon = mem_daemon(config, MemoryAdapter(make_tickets(2)), store)
     seen: list[tuple[LeaseInfo, bool]] = []
 
@@ -232,8 +233,8 @@ def test_a_running_daemon_renews_its_lease_and_releases_it_on_a_clean_stop(db_ur
 
     async def scenario() -> None:
         task = asyncio.create_task(daemon.run())
-        for _ in range(8):  # 1.6 s: well past the ttl, so only heartbeats keep it live
-            await asyncio.sleep(0.2)
+        for _ in range(10):  # 3 s: well past the ttl, so only heartbeats keep it live
+            await asyncio.sleep(0.3)
             await asyncio.to_thread(observe)
         daemon.request_stop()  # what SIGTERM does
         await asyncio.wait_for(task, 10)
