@@ -31,7 +31,7 @@ from connector.model.classifier import ModelLoadError
 from connector.model.data import LabeledData
 from connector.model.settings import CpuPrecision
 from connector.model.train import TrainedModel, TrainingRun
-from connector.store.db import Store, as_utc, utcnow
+from connector.store.db import Store, as_utc, detach, utcnow
 from connector.store.tables import ModelActivation, ModelVersion
 
 if TYPE_CHECKING:
@@ -93,15 +93,12 @@ class ModelInfo:
 
     @classmethod
     def from_row(cls, row: ModelVersion) -> ModelInfo:
-        return cls(
-            field=row.field,
-            version=row.version,
+        return detach(
+            cls,
+            row,
             path=Path(row.path),
-            kind=row.kind,
-            base_model=row.base_model,
             created_at=as_utc(row.created_at) or utcnow(),
             metrics=dict(row.metrics or {}),
-            data_fingerprint=row.data_fingerprint,
             training=dict(row.training or {}),
             active=bool(row.active),
             activated_at=as_utc(row.activated_at),

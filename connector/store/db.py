@@ -10,8 +10,10 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -34,6 +36,19 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+_Record = TypeVar("_Record")
+
+
+def detach(cls: type[_Record], row: object, **converted: Any) -> _Record:
+    """The dataclass ``cls`` filled from an ORM row, detached from its session.
+
+    Each field takes the row's attribute of the same name; ``converted`` gives the
+    fields whose value needs converting (naive datetimes, JSON columns, enums).
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    return cls(**{name: getattr(row, name) for name in names if name not in converted}, **converted)
 
 
 def redact_url(url: str) -> str:
