@@ -101,7 +101,6 @@ class ModelInfo:
             metrics=dict(row.metrics or {}),
             training=dict(row.training or {}),
             active=bool(row.active),
-            activated_at=as_utc(row.activated_at),
         )
 
 

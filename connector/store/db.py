@@ -44,11 +44,16 @@ _Record = TypeVar("_Record")
 def detach(cls: type[_Record], row: object, **converted: Any) -> _Record:
     """The dataclass ``cls`` filled from an ORM row, detached from its session.
 
-    Each field takes the row's attribute of the same name; ``converted`` gives the
-    fields whose value needs converting (naive datetimes, JSON columns, enums).
+    Each field takes the row's attribute of the same name (a datetime as UTC:
+    :func:`as_utc`); ``converted`` gives the fields whose value needs more (JSON
+    columns, enums, defaults for NULL).
     """
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    return cls(**{name: getattr(row, name) for name in names if name not in converted}, **converted)
+    names = [f.name for f in fields(cls) if f.name not in converted]  # type: ignore[arg-type]
+    return cls(**{name: _utc_if_datetime(getattr(row, name)) for name in names}, **converted)
+
+
+def _utc_if_datetime(value: object) -> object:
+    return as_utc(value) if isinstance(value, datetime) else value
 
 
 def redact_url(url: str) -> str:

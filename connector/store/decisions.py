@@ -83,8 +83,6 @@ class DecisionRecord:
             cls,
             row,
             status=DecisionStatus(row.status),
-            claimed_at=as_utc(row.claimed_at),
-            decided_at=as_utc(row.decided_at),
             predictions=dict(row.predictions or {}),
             original=dict(row.original or {}),
             planned=dict(row.planned or {}),

@@ -108,14 +108,7 @@ class LeaseInfo:
 
     @classmethod
     def from_row(cls, row: InstanceLease) -> LeaseInfo:
-        return detach(
-            cls,
-            row,
-            pid_scope=row.pid_scope or "",
-            started_at=as_utc(row.started_at),
-            heartbeat_at=as_utc(row.heartbeat_at),
-            expires_at=as_utc(row.expires_at),
-        )
+        return detach(cls, row, pid_scope=row.pid_scope or "")
 
     def is_live(self, now: datetime | None = None) -> bool:
         """Not expired, and (when its process id can be checked from here) its process still exists."""
