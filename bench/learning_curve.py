@@ -43,7 +43,7 @@ from connector.config import AppConfig  # noqa: E402
 from connector.learning.dataset import TrainingSets, build_training_sets  # noqa: E402
 from connector.learning.export import Exporter, is_eval_ticket  # noqa: E402
 from connector.model.data import LabeledData  # noqa: E402
-from connector.model.evaluate import evaluate_predictions  # noqa: E402
+from connector.model.evaluate import evaluate_model  # noqa: E402
 from connector.sandbox import running_sandbox  # noqa: E402
 from connector.sandbox.db import SandboxDB, SeedTicket  # noqa: E402
 from connector.store.db import Store  # noqa: E402
@@ -64,9 +64,7 @@ def macro_f1_linear(train: LabeledData, bench: LabeledData) -> tuple[float, floa
     started = time.perf_counter()
     model = LinearModel().fit(texts, labels)
     seconds = time.perf_counter() - started
-    btexts, blabels = bench.for_field("queue")
-    preds = model.predict(btexts, top_k=1)
-    ev = evaluate_predictions("queue", blabels, [p.label for p in preds])
+    ev = evaluate_model(model, "queue", *bench.for_field("queue"))
     return ev.macro_f1, ev.accuracy, seconds
 
 
@@ -84,9 +82,7 @@ def macro_f1_transformer(
     trained = train_field(train, "queue", output_dir=work, settings=settings, device="auto", show_progress=False)
     seconds = time.perf_counter() - started
     model = FieldModel(trained.path, device=resolve_device("auto"), max_length=max_length)
-    btexts, blabels = bench.for_field("queue")
-    preds = model.predict(btexts, batch_size=64, top_k=1)
-    ev = evaluate_predictions("queue", blabels, [p.label for p in preds])
+    ev = evaluate_model(model, "queue", *bench.for_field("queue"), batch_size=64)
     return ev.macro_f1, ev.accuracy, seconds
 
 
