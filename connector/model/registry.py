@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -119,14 +119,9 @@ class PromotionDecision:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "field": self.field,
-            "candidate_version": self.candidate_version,
-            "champion_version": self.champion_version,
+            **asdict(self),
             "candidate_macro_f1": round(self.candidate_macro_f1, 4),
             "champion_macro_f1": None if self.champion_macro_f1 is None else round(self.champion_macro_f1, 4),
-            "holdout_examples": self.holdout_examples,
-            "promoted": self.promoted,
-            "reason": self.reason,
         }
 
 
