@@ -38,7 +38,7 @@ import httpx
 from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 
 from adapters.base import AdapterSettings, AuthenticationError, NotFoundError, PermanentError, ProtocolError
-from adapters.base import Ticket, TicketChange, TicketPage, TransientError, UnknownValueError
+from adapters.base import Ticket, TicketChange, TicketPage, UnknownValueError
 from adapters.common import BodyCache, parse_time
 from adapters.http import HttpAdapter, HttpSettings, token_or_basic
 
@@ -382,13 +382,7 @@ class RequestTrackerAdapter(HttpAdapter):
         if cached is not None:
             return cached
         numeric = self._numeric_id(ticket_id)
-        params = {
-            "query": '[{"field":"ContentType","operator":"LIKE","value":"text/"}]',
-            "fields": "ContentType,Content,TransactionId,Filename,Created,Creator",
-            "orderby": "id",
-            "order": "ASC",
-            "per_page": "6",
-        }
+        params = _attachment_params("text/", "ContentType,Content,TransactionId,Filename,Created,Creator", "ASC", 6)
         data = await self.http.json("GET", f"ticket/{numeric}/attachments", params=params)
         items = [i for i in (data.get("items") or []) if isinstance(i, Mapping)] if isinstance(data, Mapping) else []
         body = ("", False)
@@ -514,13 +508,7 @@ class RequestTrackerAdapter(HttpAdapter):
     async def find_note(self, ticket_id: str, marker: str) -> bool:
         """Whether a text part of the ticket's messages (comments included) contains ``marker``; newest first."""
         numeric = self._numeric_id(ticket_id)
-        params = {
-            "query": '[{"field":"ContentType","operator":"LIKE","value":"text/plain"}]',
-            "fields": "Content",
-            "orderby": "id",
-            "order": "DESC",
-            "per_page": str(MAX_PAGE),
-        }
+        params = _attachment_params("text/plain", "Content", "DESC", MAX_PAGE)
         page = 1
         while True:
             data = await self.http.json("GET", f"ticket/{numeric}/attachments", params={**params, "page": str(page)})
@@ -591,3 +579,14 @@ def decode_attachment_content(item: Mapping[str, Any]) -> str:
         return ""
     data = base64.b64decode(str(raw))
     return data.decode("utf-8", errors="replace")
+
+
+def _attachment_params(content_type: str, fields: str, order: str, per_page: int) -> dict[str, str]:
+    """Query of ``GET /ticket/N/attachments``: the parts whose ContentType is like ``content_type``, by id."""
+    return {
+        "query": f'[{{"field":"ContentType","operator":"LIKE","value":"{content_type}"}}]',
+        "fields": fields,
+        "orderby": "id",
+        "order": order,
+        "per_page": str(per_page),
+    }

@@ -27,8 +27,6 @@ import csv
 import json
 import os
 import random
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,7 @@ from typing import Any
 
 import httpx
 import yaml
+from bench_support import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "it_service_tickets_train.csv"
@@ -102,12 +101,6 @@ def model_dirs(args: argparse.Namespace, work: Path) -> tuple[dict[str, Path], s
             store.dispose()
         return {f: d for f, d in dirs.items() if f in args.fields}, f"active models of {args.config}"
     return build_head_models(args.fields, work / "models", args.base_model), f"{args.base_model or 'all-MiniLM-L6-v2'} base + fresh heads (untrained)"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _workers(args: argparse.Namespace) -> int | str:
@@ -232,11 +225,7 @@ def bench_mode(work: Path, dirs: dict[str, Path], batching: bool, texts: list[st
             )
         return results
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def in_process(dirs: dict[str, Path], texts: list[str], clients: int, rounds: int, args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -42,6 +42,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 import yaml  # noqa: E402
+from bench_support import stop_process  # noqa: E402
 from pipeline import TOKEN, build_default_models, sample_texts, seed, start_sandbox  # noqa: E402
 
 from connector.sandbox.db import SandboxDB  # noqa: E402
@@ -150,12 +151,7 @@ class Daemon:
     def stop(self) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        return stop_process(self.proc)
 
 
 @dataclass

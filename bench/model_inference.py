@@ -99,36 +99,42 @@ def main() -> None:
             pipes["pipeline_bf16"] = pipeline(
                 "text-classification", model=str(model_dir), device="cpu", dtype=torch.bfloat16
             )
-        for classifier in ours.values():  # warm up
-            classifier.classify(texts[:8])
-        for pipe in pipes.values():
-            for text in texts[:8]:
-                pipe(text, truncation=True, max_length=args.max_length)
-
-        wall = {**{name: 0.0 for name in pipes}, **{p: 0.0 for p in ours}}
-        cpu = dict(wall)
-        labels: dict[str, list[str]] = {name: [] for name in wall}
-        size = -(-len(texts) // args.chunks)
-        for start in range(0, len(texts), size):
-            chunk = texts[start : start + size]
-            for name, pipe in pipes.items():
-                t0, c0 = time.perf_counter(), time.process_time()
-                for text in chunk:  # once per ticket, as a naive integration would
-                    labels[name].append(pipe(text, truncation=True, max_length=args.max_length)[0]["label"])
-                wall[name] += time.perf_counter() - t0
-                cpu[name] += time.process_time() - c0
-            for precision, classifier in ours.items():
-                t0, c0 = time.perf_counter(), time.process_time()
-                labels[precision] += [p.fields["queue"].label for p in classifier.classify(chunk)]
-                wall[precision] += time.perf_counter() - t0
-                cpu[precision] += time.process_time() - c0
-            result = summarize(args, source, len(labels["pipeline"]), wall, cpu, labels, torch)
-            if args.json and start + size < len(texts):
-                result["partial"] = f"{len(labels['pipeline'])} of {len(texts)} texts so far"
-                args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        result = measure(args, source, texts, pipes, ours, torch)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
+def measure(args, source, texts, pipes, ours, torch):  # type: ignore[no-untyped-def]
+    """Warm up, then label ``texts`` chunk by chunk with every pipeline and every precision of ours; the summary."""
+    for classifier in ours.values():  # warm up
+        classifier.classify(texts[:8])
+    for pipe in pipes.values():
+        for text in texts[:8]:
+            pipe(text, truncation=True, max_length=args.max_length)
+
+    wall = {**{name: 0.0 for name in pipes}, **{p: 0.0 for p in ours}}
+    cpu = dict(wall)
+    labels: dict[str, list[str]] = {name: [] for name in wall}
+    size = -(-len(texts) // args.chunks)
+    for start in range(0, len(texts), size):
+        chunk = texts[start : start + size]
+        for name, pipe in pipes.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            for text in chunk:  # once per ticket, as a naive integration would
+                labels[name].append(pipe(text, truncation=True, max_length=args.max_length)[0]["label"])
+            wall[name] += time.perf_counter() - t0
+            cpu[name] += time.process_time() - c0
+        for precision, classifier in ours.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            labels[precision] += [p.fields["queue"].label for p in classifier.classify(chunk)]
+            wall[precision] += time.perf_counter() - t0
+            cpu[precision] += time.process_time() - c0
+        result = summarize(args, source, len(labels["pipeline"]), wall, cpu, labels, torch)
+        if args.json and start + size < len(texts):
+            result["partial"] = f"{len(labels['pipeline'])} of {len(texts)} texts so far"
+            args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return result
 
 
 def summarize(args, source, n, wall, cpu, labels, torch):  # type: ignore[no-untyped-def]

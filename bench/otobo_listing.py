@@ -21,22 +21,17 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from otobo_standin import OtoboStandin  # noqa: E402
 
-from adapters.otobo_znuny import OtoboZnunyAdapter, OtoboZnunySettings  # noqa: E402
+from connector.config import parse_config  # noqa: E402
+from connector.daemon import build_adapter  # noqa: E402
 
 
 async def list_all(base_url: str, batch: int, page_size: int, concurrency: int) -> int:
-    adapter = OtoboZnunyAdapter(
-        "otobo",
-        OtoboZnunySettings(
-            base_url=base_url,
-            user_login="bench",
-            password="bench",  # type: ignore[arg-type]
-            get_batch_size=batch,
-            max_concurrent_requests=concurrency,
-        ),
-        source_queues=["Raw"],
-        source_states=["new"],
-    )
+    """Tickets listed by the adapter the daemon would build from this configuration."""
+    connection = {"base_url": base_url, "user_login": "bench", "password": "bench",
+                  "get_batch_size": batch, "max_concurrent_requests": concurrency}
+    config = parse_config({"systems": {"otobo": {"type": "otobo", "connection": connection,
+                                                 "source": {"queues": ["Raw"], "states": ["new"]}}}})
+    adapter = build_adapter(config, "otobo")
     count = 0
     async for page in adapter.list_new_tickets(None, page_size):
         count += len(page.tickets)

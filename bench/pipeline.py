@@ -27,7 +27,6 @@ import csv
 import logging
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import httpx  # noqa: E402
 import yaml  # noqa: E402
+from bench_support import free_port, timed_poll  # noqa: E402
 
 from adapters.base import TicketChange  # noqa: E402
 from connector.config import AppConfig, parse_config  # noqa: E402
@@ -66,12 +66,6 @@ class TrivialClassifier:
         q = FieldPrediction("Hardware", 0.99, (LabelScore("Hardware", 0.99),))
         p = FieldPrediction("normal", 0.99, (LabelScore("normal", 0.99),))
         return [Prediction({"queue": q, "priority": p}, self.version) for _ in texts]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_sandbox(workdir: Path) -> tuple[subprocess.Popen[bytes], str, SandboxDB]:
@@ -155,25 +149,17 @@ async def run_raw(config: AppConfig, page_size: int, concurrency: int) -> tuple[
         async for page in adapter.list_new_tickets(None, page_size):
             await asyncio.gather(*(one(t.id) for t in page.tickets))
         wall = time.perf_counter() - started
-        return wall, done, adapter.transport.calls  # type: ignore[attr-defined]
+        return wall, done, adapter.http.calls  # type: ignore[attr-defined]
     finally:
         await adapter.aclose()
 
 
 async def run_daemon(config: AppConfig) -> tuple[float, int, int]:
     daemon = Daemon(config, holder=ClassifierHolder(TrivialClassifier()))
-    await daemon.setup()
-    adapter = daemon.adapters["sandbox"]
-    try:
-        started = time.perf_counter()
-        result = await daemon.poll_system("sandbox", force=True)
-        wall = time.perf_counter() - started
-    finally:
-        await daemon.close()
-    assert result is not None
+    result, wall = await timed_poll(daemon, "sandbox")
     if result.error is not None:
         raise SystemExit(f"daemon poll failed: {result.error}")
-    return wall, result.outcomes["applied"], adapter.transport.calls  # type: ignore[attr-defined]
+    return wall, result.outcomes["applied"], daemon.adapters["sandbox"].http.calls  # type: ignore[attr-defined]
 
 
 def throughput(args: argparse.Namespace, workdir: Path) -> None:

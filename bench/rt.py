@@ -31,7 +31,7 @@ import os
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from rt_server import CONNECTOR_RIGHTS, RtServer, rt_unavailable_reason  # noqa:
 from tiny_model import build_tiny_model  # noqa: E402
 
 from adapters.request_tracker import RequestTrackerAdapter, RequestTrackerSettings  # noqa: E402
-from connector.config import parse_config  # noqa: E402
+from connector.config import AppConfig, parse_config  # noqa: E402
 from connector.daemon import Daemon  # noqa: E402
 from connector.model.classifier import Classifier, ClassifierHolder, TransformerClassifier  # noqa: E402
 from connector.store.db import Store  # noqa: E402
@@ -143,18 +143,7 @@ def run_variant(rt: RtServer, name: str, classifier: Classifier, workdir: Path, 
     create_s = time.perf_counter() - t0
 
     conn = {"base_url": rt.base_url, "token": rt.tokens["connector"], **extra_conn}
-    config = parse_config({
-        "state_dir": str(workdir),
-        "store": {"url": f"sqlite:///{workdir / f'{name}.db'}"},
-        "daemon": {"instance_id": "bench"},
-        "systems": {"rt": {
-            "type": "request_tracker", "connection": conn,
-            "source": {"queues": [queue], "states": ["new"]},
-            "page_size": 50, "max_concurrent_writes": concurrency, "mode": "apply",
-            "routing": {"queue": {"map": {"*": "{label}"}, "threshold": 0.0},
-                        "priority": {"map": {"*": "{label}"}, "threshold": 0.0}},
-        }},
-    })
+    config = bench_config(workdir, name, queue, conn, concurrency)
     log = CallLog()
     adapter = RequestTrackerAdapter("rt", RequestTrackerSettings.model_validate(conn), source_queues=[queue],
                                     source_states=["new"], transport=TimedTransport(log))
@@ -174,7 +163,25 @@ def run_variant(rt: RtServer, name: str, classifier: Classifier, workdir: Path, 
     wrong = [tid for tid in ids[:3] if rt.ticket(tid)["queue"] not in TARGETS]
     if wrong:
         raise SystemExit(f"{name}: tickets {wrong} were not moved")
+    return figures(name, tickets, wall, log, timed.seconds, create_s)
 
+
+def bench_config(workdir: Path, name: str, queue: str, conn: dict[str, Any], concurrency: int) -> AppConfig:
+    return parse_config({
+        "state_dir": str(workdir),
+        "store": {"url": f"sqlite:///{workdir / f'{name}.db'}"},
+        "daemon": {"instance_id": "bench"},
+        "systems": {"rt": {
+            "type": "request_tracker", "connection": conn,
+            "source": {"queues": [queue], "states": ["new"]},
+            "page_size": 50, "max_concurrent_writes": concurrency, "mode": "apply",
+            "routing": {"queue": {"map": {"*": "{label}"}, "threshold": 0.0},
+                        "priority": {"map": {"*": "{label}"}, "threshold": 0.0}},
+        }},
+    })
+
+
+def figures(name: str, tickets: int, wall: float, log: CallLog, classify_s: float, create_s: float) -> dict[str, Any]:
     by_kind: dict[str, list[float]] = defaultdict(list)
     for kind, s, e in log.calls:
         by_kind[kind].append(e - s)
@@ -192,7 +199,7 @@ def run_variant(rt: RtServer, name: str, classifier: Classifier, workdir: Path, 
         "rt_busy_s": round(busy, 2),
         "rt_busy_share": round(busy / wall, 3),
         "daemon_s": round(wall - busy, 2),
-        "classify_s": round(timed.seconds, 2),
+        "classify_s": round(classify_s, 2),
         "ticket_create_per_s": round(tickets / create_s, 2),
     }
 

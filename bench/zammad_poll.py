@@ -13,13 +13,13 @@ import argparse
 import asyncio
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
+from bench_support import timed_poll  # noqa: E402
 from routing_support import KeywordClassifier  # noqa: E402
 from zammad_standin import ZammadStandin, running_standin  # noqa: E402
 
@@ -50,15 +50,11 @@ async def one_poll(url: str, state_dir: Path, *, cache: bool) -> tuple[int, floa
         adapter.body_cache_size = 0  # type: ignore[attr-defined]
     store = Store(f"sqlite:///{state_dir / 'state.db'}")
     daemon = Daemon(config, store=store, holder=ClassifierHolder(KeywordClassifier()), adapters={"zammad": adapter})
-    await daemon.setup()
     try:
-        start = time.perf_counter()
-        result = await daemon.poll_system("zammad", force=True)
-        seconds = time.perf_counter() - start
+        result, seconds = await timed_poll(daemon, "zammad")
     finally:
-        await daemon.close()
         store.dispose()
-    assert result is not None and result.ok, result
+    assert result.ok, result
     return result.outcomes["applied"], seconds
 
 

@@ -17,17 +17,30 @@ class BodyTooLarge(ApiError):
         super().__init__(413, "payload_too_large", f"the request body is larger than api.max_body_bytes ({limit} bytes)")
 
 
-class BodyLimitMiddleware:
-    """Answers 413 when a body is (announced or turns out to be) larger than ``max_bytes``."""
+class HttpMiddleware:
+    """Pure ASGI middleware that works on HTTP requests (:meth:`handle`); lifespan and the rest pass through."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class BodyLimitMiddleware(HttpMiddleware):
+    """Answers 413 when a body is (announced or turns out to be) larger than ``max_bytes``."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        super().__init__(app)
+        self.max_bytes = max_bytes
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         announced: int | None = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
@@ -95,18 +108,15 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(HttpMiddleware):
     """Counts requests and measures their time per route template (not per raw path)."""
 
     def __init__(self, app: ASGIApp, prefixes: tuple[str, ...] = ()) -> None:
-        self.app = app
+        super().__init__(app)
         #: prefixes of included routers (newer FastAPI keeps the router's own path in the scope's route)
         self.prefixes = prefixes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
 

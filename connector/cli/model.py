@@ -37,6 +37,11 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _echo_json(payload: Any) -> None:
+    """The --json output: one JSON object on stdout."""
+    typer.echo(json.dumps(payload, ensure_ascii=False))
+
+
 def _registry(config: Any) -> Any:
     from connector.model.registry import ModelRegistry
     from connector.store.db import Store
@@ -217,7 +222,7 @@ def train(
     if report is not None:
         result["report"] = _write_run_report(run, data, report)
     if json_out:
-        typer.echo(json.dumps(result, ensure_ascii=False))
+        _echo_json(result)
         return
     _print_run(console, run, result)
 
@@ -302,7 +307,7 @@ def evaluate(
     if json_out:
         payload = rep.as_dict()
         payload["report"] = {k: str(v) for k, v in paths.items()}
-        typer.echo(json.dumps(payload, ensure_ascii=False))
+        _echo_json(payload)
         return
     _print_evaluations(console, data, len(labeled), evaluations)
     console.print(f"report: {paths['markdown']}")
@@ -317,10 +322,9 @@ def models_list(
     json_out: JsonOption = False,
 ) -> None:
     """Registered model versions, newest first; * marks the active one."""
-    cfg = _load_config(config)
-    infos = _registry(cfg).list(field)
+    infos = _registry(_load_config(config)).list(field)
     if json_out:
-        typer.echo(json.dumps({"models": [i.as_dict() for i in infos]}, ensure_ascii=False))
+        _echo_json({"models": [i.as_dict() for i in infos]})
         return
     table = Table(title="model versions")
     for col in ("", "field", "version", "kind", "macro-F1", "accuracy", "created", "path"):
@@ -344,7 +348,7 @@ def _switch_active(config: Path | None, json_out: bool, done: str, switch: Calla
     except (RegistryError, ModelLoadError) as exc:
         raise _fail(str(exc)) from None
     if json_out:
-        typer.echo(json.dumps({"active": [i.as_dict() for i in infos]}, ensure_ascii=False))
+        _echo_json({"active": [i.as_dict() for i in infos]})
         return
     for i in infos:
         typer.echo(f"{i.field}: {done.format(version=i.version)}")
@@ -377,10 +381,9 @@ def models_history(
     json_out: JsonOption = False,
 ) -> None:
     """Activations, oldest first."""
-    cfg = _load_config(config)
-    rows = _registry(cfg).history(field)
+    rows = _registry(_load_config(config)).history(field)
     if json_out:
-        typer.echo(json.dumps({"activations": rows}, ensure_ascii=False))
+        _echo_json({"activations": rows})
         return
     for r in rows:
         typer.echo(f"{r['activated_at']}  {r['field']}: {r['previous_version'] or '-'} -> {r['version'] or '-'}  ({r['reason']})")

@@ -20,6 +20,7 @@ same way (exports stay idempotent).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -110,6 +111,70 @@ def _split_trailing(match_text: str) -> tuple[str, str]:
     return stripped, match_text[len(stripped):]
 
 
+#: a rule: the replacement for one match, and the kind it replaced (None: the match is kept)
+Rule = Callable[[re.Match[str]], tuple[str, str | None]]
+
+
+def _url_rule(match: re.Match[str]) -> tuple[str, str | None]:
+    url, tail = _split_trailing(match.group(0))
+    if _url_has_secret(url):
+        return URL + tail, URL
+    return match.group(0), None
+
+
+def _email_rule(match: re.Match[str]) -> tuple[str, str | None]:
+    return EMAIL, EMAIL
+
+
+def _iban_rule(match: re.Match[str]) -> tuple[str, str | None]:
+    value = match.group(0)
+    # the regex may swallow a following word; shrink until the check passes
+    while value:
+        if iban_valid(value):
+            return IBAN + match.group(0)[len(value):], IBAN
+        if " " not in value:
+            break
+        value = value.rsplit(" ", 1)[0]
+    return match.group(0), None
+
+
+def _card_rule(match: re.Match[str]) -> tuple[str, str | None]:
+    digits = re.sub(r"[ -]", "", match.group(0))
+    if 13 <= len(digits) <= 19 and luhn_valid(digits):
+        return CARD, CARD
+    return match.group(0), None
+
+
+def _phone_keyword_rule(match: re.Match[str]) -> tuple[str, str | None]:
+    number = match.group("num").rstrip(" ./-(")
+    digits = re.sub(r"\D", "", number)
+    if len(digits) < 6 or _DATE_RE.match(number.strip()):
+        return match.group(0), None
+    return match.group("kw") + PHONE + match.group("num")[len(number):], PHONE
+
+
+def _phone_rule(match: re.Match[str]) -> tuple[str, str | None]:
+    number = match.group(0)
+    digits = re.sub(r"\D", "", number)
+    if not 7 <= len(digits) <= 15:
+        return number, None
+    if _DATE_RE.match(number.strip()) or number.count("(") != number.count(")"):
+        return number, None
+    return PHONE, PHONE
+
+
+#: applied in this order, each to the output of the one before
+_RULES: tuple[tuple[re.Pattern[str], Rule], ...] = (
+    (_URL_RE, _url_rule),
+    (_WWW_RE, _url_rule),
+    (_EMAIL_RE, _email_rule),
+    (_IBAN_RE, _iban_rule),
+    (_CARD_RE, _card_rule),
+    (_PHONE_KEYWORD_RE, _phone_keyword_rule),
+    (_PHONE_RE, _phone_rule),
+)
+
+
 class Anonymizer:
     """Replace personal data and secrets in free text; see the module docstring."""
 
@@ -119,64 +184,18 @@ class Anonymizer:
     def anonymize(self, text: str) -> AnonymizeResult:
         counts: dict[str, int] = {}
 
-        def bump(kind: str) -> None:
-            counts[kind] = counts.get(kind, 0) + 1
+        def counted(rule: Rule) -> Callable[[re.Match[str]], str]:
+            def sub(match: re.Match[str]) -> str:
+                replacement, kind = rule(match)
+                if kind is not None:
+                    counts[kind] = counts.get(kind, 0) + 1
+                return replacement
 
-        def url_sub(match: re.Match[str]) -> str:
-            url, tail = _split_trailing(match.group(0))
-            if _url_has_secret(url):
-                bump(URL)
-                return URL + tail
-            return match.group(0)
+            return sub
 
-        def email_sub(match: re.Match[str]) -> str:
-            bump(EMAIL)
-            return EMAIL
-
-        def iban_sub(match: re.Match[str]) -> str:
-            value = match.group(0)
-            # the regex may swallow a following word; shrink until the check passes
-            while value:
-                if iban_valid(value):
-                    bump(IBAN)
-                    return IBAN + match.group(0)[len(value):]
-                if " " not in value:
-                    break
-                value = value.rsplit(" ", 1)[0]
-            return match.group(0)
-
-        def card_sub(match: re.Match[str]) -> str:
-            digits = re.sub(r"[ -]", "", match.group(0))
-            if 13 <= len(digits) <= 19 and luhn_valid(digits):
-                bump(CARD)
-                return CARD
-            return match.group(0)
-
-        def phone_keyword_sub(match: re.Match[str]) -> str:
-            number = match.group("num").rstrip(" ./-(")
-            digits = re.sub(r"\D", "", number)
-            if len(digits) < 6 or _DATE_RE.match(number.strip()):
-                return match.group(0)
-            bump(PHONE)
-            return match.group("kw") + PHONE + match.group("num")[len(number):]
-
-        def phone_sub(match: re.Match[str]) -> str:
-            number = match.group(0)
-            digits = re.sub(r"\D", "", number)
-            if not 7 <= len(digits) <= 15:
-                return number
-            if _DATE_RE.match(number.strip()) or number.count("(") != number.count(")"):
-                return number
-            bump(PHONE)
-            return PHONE
-
-        out = _URL_RE.sub(url_sub, text)
-        out = _WWW_RE.sub(url_sub, out)
-        out = _EMAIL_RE.sub(email_sub, out)
-        out = _IBAN_RE.sub(iban_sub, out)
-        out = _CARD_RE.sub(card_sub, out)
-        out = _PHONE_KEYWORD_RE.sub(phone_keyword_sub, out)
-        out = _PHONE_RE.sub(phone_sub, out)
+        out = text
+        for pattern, rule in _RULES:
+            out = pattern.sub(counted(rule), out)
         return AnonymizeResult(out, counts)
 
 

@@ -13,7 +13,7 @@ writes of that value that people changed.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -100,14 +100,7 @@ class OverrideRate:
         return self.corrected / self.applied if self.applied else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "system": self.system,
-            "field": self.field,
-            "value": self.value,
-            "applied": self.applied,
-            "corrected": self.corrected,
-            "rate": round(self.rate, 4),
-        }
+        return {**asdict(self), "rate": round(self.rate, 4)}
 
 
 def override_rates(session: Session, *, since: datetime | None = None) -> list[OverrideRate]:

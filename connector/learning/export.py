@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -78,17 +78,8 @@ class ExportStats:
     corrections_found: list[CorrectionFound] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "system": self.system,
-            "pages": self.pages,
-            "tickets": self.tickets,
-            "new": self.new,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "unlabelled": self.unlabelled,
-            "corrections": self.corrections,
-            "resumed": self.resumed,
-        }
+        """The counts (not the corrections found)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "corrections_found"}
 
 
 # --------------------------------------------------------------------------- pure helpers

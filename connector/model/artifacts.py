@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,18 +48,7 @@ class TrainedModel:
         return float(self.metrics.get("macro_f1", 0.0))
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "field": self.field,
-            "version": self.version,
-            "path": str(self.path),
-            "kind": self.kind,
-            "labels": self.labels,
-            "base_model": self.base_model,
-            "data_fingerprint": self.data_fingerprint,
-            "created_at": self.created_at.isoformat(),
-            "metrics": self.metrics,
-            "training": self.training,
-        }
+        return {**asdict(self), "path": str(self.path), "created_at": self.created_at.isoformat()}
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike[str]) -> TrainedModel:

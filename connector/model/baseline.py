@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from connector.model.artifacts import TrainedModel, new_version, save_atomically
-from connector.model.classifier import META_FILE, FieldPrediction, LabelScore, ModelLoadError, Prediction
+from connector.model.classifier import META_FILE, FieldPrediction, LabelScore, ModelLoadError, PerFieldClassifier
 from connector.model.data import DataError, LabeledData
-from connector.model.evaluate import FieldEvaluation, evaluate_predictions
+from connector.model.evaluate import FieldEvaluation, evaluate_model
 
 LINEAR_FILE = "linear.joblib"
 
@@ -99,16 +99,7 @@ def train_baseline(
     vtexts, vlabels = validation.for_field(field)
     if not vtexts:
         raise DataError(f"no validation examples for field {field!r}")
-    preds = model.predict(vtexts, top_k=1)
-    evaluation = evaluate_predictions(
-        field,
-        vlabels,
-        [p.label for p in preds],
-        [p.confidence for p in preds],
-        labels=model.labels,
-        target_precision=target_precision,
-        model_version="linear",
-    )
+    evaluation = evaluate_model(model, field, vtexts, vlabels, target_precision=target_precision, model_version="linear")
     evaluation.extra["train_seconds"] = round(seconds, 2)
     result = BaselineResult(field, model, evaluation, seconds)
     if output_dir is not None:
@@ -162,15 +153,12 @@ def load_linear(model_dir: str | os.PathLike[str]) -> LinearModel:
     return model
 
 
-class LinearClassifier:
+class LinearClassifier(PerFieldClassifier[LinearModel]):
     """The classifier interface over one linear model per field (the CPU fallback)."""
 
     def __init__(self, models: Mapping[str, LinearModel], *, version: str = "linear", top_k: int = 3) -> None:
-        if not models:
-            raise ModelLoadError("no model configured for any field")
-        self.models = dict(models)
+        super().__init__(models, top_k=top_k)
         self._version = version
-        self.top_k = top_k
 
     @classmethod
     def from_dirs(cls, dirs: Mapping[str, str | os.PathLike[str]], *, top_k: int = 3) -> LinearClassifier:
@@ -183,13 +171,8 @@ class LinearClassifier:
         return cls(models, version=",".join(versions), top_k=top_k)
 
     @property
-    def fields(self) -> tuple[str, ...]:
-        return tuple(self.models)
-
-    @property
     def version(self) -> str:
         return self._version
 
-    def classify(self, texts: Sequence[str]) -> list[Prediction]:
-        per_field = {f: m.predict(texts, top_k=self.top_k) for f, m in self.models.items()}
-        return [Prediction({f: p[i] for f, p in per_field.items()}, self.version) for i in range(len(texts))]
+    def predict_field(self, model: LinearModel, texts: Sequence[str]) -> list[FieldPrediction]:
+        return model.predict(texts, top_k=self.top_k)

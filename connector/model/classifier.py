@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -250,15 +250,44 @@ def _length_batches(order: Sequence[int], lengths: Sequence[int], batch_size: in
     return batches
 
 
-class TransformerClassifier:
-    """Classifier over one :class:`FieldModel` per field."""
+_Model = TypeVar("_Model")
 
-    def __init__(self, models: Mapping[str, FieldModel], *, batch_size: int = 32, top_k: int = 3) -> None:
+
+class PerFieldClassifier(Generic[_Model]):
+    """A classifier over one model per field: each model labels every text for its field."""
+
+    def __init__(self, models: Mapping[str, _Model], *, top_k: int = 3) -> None:
         if not models:
             raise ModelLoadError("no model configured for any field")
         self.models = dict(models)
-        self.batch_size = batch_size
         self.top_k = top_k
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.models)
+
+    @property
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def predict_field(self, model: _Model, texts: Sequence[str]) -> list[FieldPrediction]:
+        """The ``top_k`` labels of one field's model for each text."""
+        raise NotImplementedError
+
+    def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        per_field = {field: self.predict_field(model, texts) for field, model in self.models.items()}
+        version = self.version
+        return [
+            Prediction({field: preds[i] for field, preds in per_field.items()}, version) for i in range(len(texts))
+        ]
+
+
+class TransformerClassifier(PerFieldClassifier[FieldModel]):
+    """Classifier over one :class:`FieldModel` per field."""
+
+    def __init__(self, models: Mapping[str, FieldModel], *, batch_size: int = 32, top_k: int = 3) -> None:
+        super().__init__(models, top_k=top_k)
+        self.batch_size = batch_size
 
     @classmethod
     def from_dirs(
@@ -288,10 +317,6 @@ class TransformerClassifier:
         return cls(models, batch_size=batch_size, top_k=top_k)
 
     @property
-    def fields(self) -> tuple[str, ...]:
-        return tuple(self.models)
-
-    @property
     def version(self) -> str:
         return ",".join(f"{field}={model.version}" for field, model in self.models.items())
 
@@ -302,14 +327,8 @@ class TransformerClassifier:
         precisions = sorted({m.precision for m in self.models.values()})
         return ", ".join([*devices, *precisions])
 
-    def classify(self, texts: Sequence[str]) -> list[Prediction]:
-        per_field = {
-            field: model.predict(texts, batch_size=self.batch_size, top_k=self.top_k) for field, model in self.models.items()
-        }
-        version = self.version
-        return [
-            Prediction({field: preds[i] for field, preds in per_field.items()}, version) for i in range(len(texts))
-        ]
+    def predict_field(self, model: FieldModel, texts: Sequence[str]) -> list[FieldPrediction]:
+        return model.predict(texts, batch_size=self.batch_size, top_k=self.top_k)
 
 
 class ClassifierHolder:

@@ -212,15 +212,34 @@ def evaluate_model_dir(
     else:
         name_in_data = name
     texts, truth = data.for_field(name_in_data)
-    preds = model.predict(texts, batch_size=batch_size, top_k=1)
+    return evaluate_model(
+        model, name, texts, truth, target_precision=target_precision, model_version=model.version, batch_size=batch_size
+    )
+
+
+def evaluate_model(
+    model: Any,
+    field_name: str,
+    texts: Sequence[str],
+    truth: Sequence[str],
+    *,
+    target_precision: float = 0.9,
+    model_version: str | None = None,
+    **predict_options: Any,
+) -> FieldEvaluation:
+    """Let ``model`` (a transformer ``FieldModel`` or a ``LinearModel``) label ``texts`` and score it against ``truth``.
+
+    ``predict_options`` go to its ``predict`` (e.g. ``batch_size``); its ``labels`` order the confusion matrix.
+    """
+    preds = model.predict(texts, top_k=1, **predict_options)
     return evaluate_predictions(
-        name,
+        field_name,
         truth,
         [p.label for p in preds],
         [p.confidence for p in preds],
         labels=model.labels,
         target_precision=target_precision,
-        model_version=model.version,
+        model_version=model_version,
     )
 
 

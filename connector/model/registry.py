@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,7 +31,7 @@ from connector.model.classifier import ModelLoadError
 from connector.model.data import LabeledData
 from connector.model.settings import CpuPrecision
 from connector.model.train import TrainedModel, TrainingRun
-from connector.store.db import Store, as_utc, utcnow
+from connector.store.db import Store, as_utc, detach, utcnow
 from connector.store.tables import ModelActivation, ModelVersion
 
 if TYPE_CHECKING:
@@ -93,18 +93,14 @@ class ModelInfo:
 
     @classmethod
     def from_row(cls, row: ModelVersion) -> ModelInfo:
-        return cls(
-            field=row.field,
-            version=row.version,
+        return detach(
+            cls,
+            row,
             path=Path(row.path),
-            kind=row.kind,
-            base_model=row.base_model,
             created_at=as_utc(row.created_at) or utcnow(),
             metrics=dict(row.metrics or {}),
-            data_fingerprint=row.data_fingerprint,
             training=dict(row.training or {}),
             active=bool(row.active),
-            activated_at=as_utc(row.activated_at),
         )
 
 
@@ -123,14 +119,9 @@ class PromotionDecision:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "field": self.field,
-            "candidate_version": self.candidate_version,
-            "champion_version": self.champion_version,
+            **asdict(self),
             "candidate_macro_f1": round(self.candidate_macro_f1, 4),
             "champion_macro_f1": None if self.champion_macro_f1 is None else round(self.champion_macro_f1, 4),
-            "holdout_examples": self.holdout_examples,
-            "promoted": self.promoted,
-            "reason": self.reason,
         }
 
 

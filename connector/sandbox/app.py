@@ -19,7 +19,7 @@ import hmac
 import random
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -217,7 +217,7 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
 
 
 def _ticket(row: TicketRow) -> dict[str, Any]:
-    return row.to_dict()
+    return asdict(row)
 
 
 def _time_param(name: str, value: str | None) -> Any:
@@ -378,13 +378,13 @@ async def resolve_ticket(ticket_id: int, db: _Db, body: TicketResolve | None = N
 
 @notes.get("/{ticket_id}/notes")
 async def list_notes(ticket_id: int, db: _Db) -> JSONResponse:
-    return JSONResponse({"items": [n.to_dict() for n in db.list_notes(ticket_id)]})
+    return JSONResponse({"items": [asdict(n) for n in db.list_notes(ticket_id)]})
 
 
 @notes.post("/{ticket_id}/notes", status_code=201)
 async def add_note(ticket_id: int, body: NoteCreate, db: _Db) -> JSONResponse:
     note = db.add_note(ticket_id, body.body, subject=body.subject, internal=body.internal, author=body.author)
-    return JSONResponse(note.to_dict(), status_code=201)
+    return JSONResponse(asdict(note), status_code=201)
 
 
 @testing.post("/faults", status_code=201)

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from connector.sandbox.app import FaultInjector, create_app
 from connector.sandbox.db import SandboxDB
@@ -161,7 +162,16 @@ def running_sandbox(
             db.close()
         return
     faults = FaultInjector()
-    app = create_app(db, token=token, faults=faults)
+    try:
+        with _thread_server(create_app(db, token=token, faults=faults), host=host, port=port, log_level=log_level) as url:
+            yield SandboxHandle(url, db, faults, token)
+    finally:
+        db.close()
+
+
+@contextmanager
+def _thread_server(app: FastAPI, *, host: str, port: int, log_level: str) -> Iterator[str]:
+    """Serve ``app`` from a background thread of this process; yields its base URL."""
     sock = _bind(host, port)
     server = _ThreadServer(_uvicorn_config(app, log_level))
     thread = threading.Thread(
@@ -173,13 +183,11 @@ def running_sandbox(
             if not thread.is_alive():
                 raise RuntimeError("the sandbox server failed to start")
             threading.Event().wait(0.01)
-        actual_port = sock.getsockname()[1]
-        yield SandboxHandle(f"http://{host}:{actual_port}", db, faults, token)
+        yield f"http://{host}:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
-        db.close()
 
 
 @contextmanager

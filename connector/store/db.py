@@ -10,8 +10,10 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -34,6 +36,24 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+_Record = TypeVar("_Record")
+
+
+def detach(cls: type[_Record], row: object, **converted: Any) -> _Record:
+    """The dataclass ``cls`` filled from an ORM row, detached from its session.
+
+    Each field takes the row's attribute of the same name (a datetime as UTC:
+    :func:`as_utc`); ``converted`` gives the fields whose value needs more (JSON
+    columns, enums, defaults for NULL).
+    """
+    names = [f.name for f in fields(cls) if f.name not in converted]  # type: ignore[arg-type]
+    return cls(**{name: _utc_if_datetime(getattr(row, name)) for name in names}, **converted)
+
+
+def _utc_if_datetime(value: object) -> object:
+    return as_utc(value) if isinstance(value, datetime) else value
 
 
 def redact_url(url: str) -> str:

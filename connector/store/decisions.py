@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from connector.store.db import Store, as_utc, utcnow
+from connector.store.db import Store, as_utc, detach, utcnow
 from connector.store.leases import leases_of
 from connector.store.tables import Decision, PollState
 
@@ -79,22 +79,14 @@ class DecisionRecord:
 
     @classmethod
     def from_row(cls, row: Decision) -> DecisionRecord:
-        return cls(
-            id=row.id,
-            system=row.system,
-            ticket_id=row.ticket_id,
+        return detach(
+            cls,
+            row,
             status=DecisionStatus(row.status),
-            mode=row.mode,
-            claimed_by=row.claimed_by,
-            claimed_at=as_utc(row.claimed_at),  # type: ignore[arg-type]
-            decided_at=as_utc(row.decided_at),
-            model_version=row.model_version,
             predictions=dict(row.predictions or {}),
             original=dict(row.original or {}),
             planned=dict(row.planned or {}),
             applied=dict(row.applied or {}),
-            reason=row.reason,
-            error=row.error,
             attempts=row.attempts or 0,
         )
 

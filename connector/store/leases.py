@@ -39,7 +39,7 @@ from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from connector.store.db import Store, as_utc, utcnow
+from connector.store.db import Store, as_utc, detach, utcnow
 from connector.store.tables import InstanceLease
 
 log = logging.getLogger(__name__)
@@ -108,15 +108,7 @@ class LeaseInfo:
 
     @classmethod
     def from_row(cls, row: InstanceLease) -> LeaseInfo:
-        return cls(
-            instance_id=row.instance_id,
-            host=row.host,
-            pid=row.pid,
-            pid_scope=row.pid_scope or "",
-            started_at=as_utc(row.started_at),  # type: ignore[arg-type]
-            heartbeat_at=as_utc(row.heartbeat_at),  # type: ignore[arg-type]
-            expires_at=as_utc(row.expires_at),  # type: ignore[arg-type]
-        )
+        return detach(cls, row, pid_scope=row.pid_scope or "")
 
     def is_live(self, now: datetime | None = None) -> bool:
         """Not expired, and (when its process id can be checked from here) its process still exists."""
