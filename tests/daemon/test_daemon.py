@@ -1,0 +1,467 @@
+"""The daemon end to end: sandbox helpdesk + generic REST adapter + store + scheduler.
+
+Covers ``run --once`` with a real tiny model, a helpdesk that is unreachable at
+start (the daemon keeps running, retries, reports, recovers), every kind of
+bad answer (malformed JSON, HTML error page, 500, 401, 429 with Retry-After,
+a timeout), a mapping to a queue the helpdesk does not have, and shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from tests.support.fakes import KeywordClassifier
+from tests.support.tiny_model import build_tiny_model
+
+from connector.config import AppConfig, parse_config
+from connector.daemon import Daemon
+from connector.model.classifier import ClassifierHolder
+from connector.sandbox import running_sandbox
+from connector.store.db import Store, as_utc, utcnow
+from connector.store.decisions import DecisionStore
+from connector.store.tables import InstanceLease
+
+TOKEN = "sandbox-test-token-1234"
+SANDBOX_QUEUES = ["Inbox", "Triage", "Hardware", "Software", "Access", "HR", "Purchase"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_config(tmp_path: Path, base_url: str, *, models: dict[str, Path] | None = None, **system: Any) -> AppConfig:
+    sys_cfg: dict[str, Any] = {
+        "type": "generic_rest",
+        "connection": {
+            "base_url": base_url,
+            "auth": {"type": "bearer", "token": TOKEN},
+            "retry_attempts": 1,
+            "timeout": 2,
+            "paging": {"style": "after"},
+        },
+        "source": {"queues": ["Inbox"], "states": ["new"]},
+        "poll_interval": 0.3,
+        "page_size": 20,
+        "routing": {
+            "queue": {"map": {"it": "Hardware", "hr": "HR", "finance": "Purchase"}, "threshold": 0.5},
+            "priority": {"map": {"*": "{label}"}, "threshold": 0.5},
+        },
+    }
+    sys_cfg.update(system)
+    data: dict[str, Any] = {
+        "state_dir": str(tmp_path / "state"),
+        "daemon": {"instance_id": "test-daemon", "shutdown_timeout": 5},
+        "model": {"device": "cpu", "paths": {k: str(v) for k, v in (models or {}).items()}},
+        "systems": {"sandbox": sys_cfg},
+    }
+    return parse_config(data)
+
+
+def seed(sandbox, n: int, body: str = "my printer is broken") -> list[int]:
+    return [sandbox.db.create_ticket(f"ticket {i}", body).id for i in range(n)]
+
+
+_readers: dict[str, DecisionStore] = {}
+
+
+def decisions(config: AppConfig) -> DecisionStore:
+    """A reader of the daemon's store (one per database)."""
+    url = config.store_url
+    if url not in _readers:
+        _readers[url] = DecisionStore(Store(url), "reader")
+    return _readers[url]
+
+
+def keyword_daemon(config: AppConfig) -> Daemon:
+    return Daemon(config, holder=ClassifierHolder(KeywordClassifier()))
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("daemon-models")
+    return {
+        "queue": build_tiny_model(root / "queue", ["Hardware", "Software", "Access"], version="q1", field="queue"),
+        "priority": build_tiny_model(root / "priority", ["low", "normal", "high"], version="p1", field="priority"),
+    }
+
+
+# --------------------------------------------------------------------------- happy path
+
+
+def test_run_once_routes_sandbox_tickets_with_a_tiny_model(tmp_path: Path, model_dirs) -> None:
+    with running_sandbox(None, token=TOKEN) as sandbox:
+        ids = seed(sandbox, 30)
+        routing = {"queue": {"map": {"*": "{label}"}, "threshold": 0.0}, "priority": {"map": {"*": "{label}"}, "threshold": 0.0}}
+        config = make_config(tmp_path, sandbox.api, models=model_dirs, routing=routing)
+        results = asyncio.run(Daemon(config).run_once())
+        assert results["sandbox"].ok, results["sandbox"].error
+        assert results["sandbox"].outcomes == {"applied": 30}
+        for ticket_id in ids:
+            row = sandbox.db.get_ticket(ticket_id)
+            assert row.queue in ("Hardware", "Software", "Access")
+            notes = sandbox.db.list_notes(ticket_id)
+            assert len(notes) == 1 and "model queue=q1,priority=p1" in notes[0].body
+        # a second run finds nothing new
+        results = asyncio.run(Daemon(config).run_once())
+        assert results["sandbox"].new == 0
+        assert decisions(config).counts()["sandbox"] == {"applied": 30}
+
+
+# --------------------------------------------------------------------------- unreachable at start
+
+
+def test_helpdesk_unreachable_at_start_daemon_keeps_retrying_then_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    config = make_config(tmp_path, f"http://127.0.0.1:{port}/api")
+    daemon = keyword_daemon(config)
+    for name in list(daemon.health):
+        daemon.health[name].max_backoff = 0.5
+
+    async def scenario() -> None:
+        task = asyncio.create_task(daemon.run())
+        # nothing listens: polls fail, the daemon stays up and reports
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            health = await asyncio.to_thread(lambda: decisions(config).health().get("sandbox"))
+            if health is not None and health.consecutive_failures >= 2:
+                break
+        assert not task.done()
+        assert health is not None and health.consecutive_failures >= 2
+        assert "TransientError" in (health.last_error or "") and "connect" in (health.last_error or "").lower()
+        # the helpdesk comes up on that port: the daemon recovers and routes
+        with running_sandbox(None, token=TOKEN, port=port) as sandbox:
+            ids = seed(sandbox, 5)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                if all(sandbox.db.get_ticket(i).queue == "Hardware" for i in ids):
+                    break
+            assert all(sandbox.db.get_ticket(i).queue == "Hardware" for i in ids)
+            daemon.request_stop()
+            await asyncio.wait_for(task, 10)
+        assert decisions(config).health()["sandbox"].consecutive_failures == 0
+
+    asyncio.run(scenario())
+    failing = [r for r in caplog.records if "poll failed" in r.getMessage()]
+    recovered = [r for r in caplog.records if "recovered after" in r.getMessage()]
+    assert len(failing) == 1, "the transition to failing is logged once"
+    assert len(recovered) == 1, "the recovery is logged once"
+
+
+# --------------------------------------------------------------------------- bad answers
+
+
+BAD_ANSWERS = {
+    "malformed-json": (dict(status=200, body='{"items": [', content_type="application/json"), "ProtocolError"),
+    "html-error-page": (
+        dict(status=502, body="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html"),
+        "HTTP 502",
+    ),
+    "html-200": (dict(status=200, body="<html><body>Login</body></html>", content_type="text/html"), "not JSON"),
+    "500": (dict(status=500), "HTTP 500"),
+    "401": (dict(status=401, body='{"error": "bad token"}'), "AuthenticationError"),
+    "429": (dict(status=429, headers={"Retry-After": "1"}), "HTTP 429"),
+    "timeout": (dict(status=0, delay=3.0), "timed out"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_ANSWERS))
+def test_bad_answers_fail_the_poll_clearly_and_nothing_is_lost(tmp_path: Path, kind: str) -> None:
+    fault, expected = BAD_ANSWERS[kind]
+    with running_sandbox(None, token=TOKEN) as sandbox:
+        ids = seed(sandbox, 4)
+        config = make_config(tmp_path, sandbox.api)
+        sandbox.faults.add(path=r"^/api/tickets$", method="GET", times=-1, **fault)
+        started = time.monotonic()
+        result = asyncio.run(keyword_daemon(config).run_once())["sandbox"]
+        elapsed = time.monotonic() - started
+        assert result.error is not None and expected in f"{result.error.__class__.__name__}: {result.error}"
+        health = decisions(config).health()["sandbox"]
+        assert health.consecutive_failures == 1 and expected in (health.last_error or "")
+        assert decisions(config).counts() == {}
+        if kind == "429":
+            assert result.retry_after == pytest.approx(1, abs=0.5)
+        if kind == "timeout":
+            assert elapsed < 10
+        # the helpdesk is fine again: everything is routed, once
+        sandbox.faults.clear()
+        result = asyncio.run(keyword_daemon(config).run_once())["sandbox"]
+        assert result.ok and result.outcomes == {"applied": 4}
+        assert all(sandbox.db.get_ticket(i).queue == "Hardware" for i in ids)
+        assert all(len(sandbox.db.list_notes(i)) == 1 for i in ids)
+
+
+def test_write_failing_transiently_is_retried_at_the_next_poll(tmp_path: Path) -> None:
+    with running_sandbox(None, token=TOKEN) as sandbox:
+        ids = seed(sandbox, 3)
+        config = make_config(tmp_path, sandbox.api, max_concurrent_writes=1)
+        sandbox.faults.add(path=rf"^/api/tickets/{ids[1]}$", method="PATCH", status=503, times=-1)
+        result = asyncio.run(keyword_daemon(config).run_once())["sandbox"]
+        assert result.error is not None and "503" in str(result.error)
+        assert decisions(config).counts()["sandbox"] == {"applied": 1}
+        sandbox.faults.clear()
+        result = asyncio.run(keyword_daemon(config).run_once())["sandbox"]
+        assert result.ok and result.outcomes == {"applied": 2}
+        assert all(len(sandbox.db.list_notes(i)) == 1 for i in ids)
+
+
+# --------------------------------------------------------------------------- a queue the system does not have
+
+
+def test_mapping_to_a_missing_queue_fails_that_ticket_and_the_daemon_continues(tmp_path: Path) -> None:
+    with running_sandbox(None, token=TOKEN) as sandbox:
+        printer = sandbox.db.create_ticket("printer", "my printer is broken").id
+        holiday = sandbox.db.create_ticket("holiday", "holiday request for May").id
+        routing = {"queue": {"map": {"it": "Hardware", "hr": "Personnel"}, "threshold": 0.5}}
+        config = make_config(tmp_path, sandbox.api, routing=routing)
+        result = asyncio.run(keyword_daemon(config).run_once())["sandbox"]
+        assert result.ok
+        assert result.outcomes == {"applied": 1, "failed": 1}
+        record = decisions(config).get("sandbox", str(holiday))
+        assert record.status == "failed" and "UnknownValueError" in record.error and "Personnel" in record.error
+        assert sandbox.db.get_ticket(holiday).queue == "Inbox"
+        assert sandbox.db.get_ticket(printer).queue == "Hardware"
+
+
+# --------------------------------------------------------------------------- shutdown
+
+
+def test_stop_request_during_a_poll_finishes_cleanly(tmp_path: Path) -> None:
+    with running_sandbox(None, token=TOKEN) as sandbox:
+        ids = seed(sandbox, 40)
+        # each write takes 0.2 s: the poll is still busy when the stop comes
+        sandbox.faults.add(path=r"^/api/tickets/\d+$", method="PATCH", status=0, delay=0.2, times=-1)
+        config = make_config(tmp_path, sandbox.api, max_concurrent_writes=2, page_size=40)
+        daemon = keyword_daemon(config)
+
+        async def scenario() -> None:
+            task = asyncio.create_task(daemon.run())
+            while not any(sandbox.db.get_ticket(i).queue == "Hardware" for i in ids):
+                await asyncio.sleep(0.05)
+            daemon.request_stop()
+            await asyncio.wait_for(task, 10)
+
+        started = time.monotonic()
+        asyncio.run(scenario())
+        assert time.monotonic() - started < 15
+        counts = decisions(config).counts()["sandbox"]
+        assert "claimed" not in counts  # the writes in flight were finished and recorded
+        assert 0 < counts["applied"] < 40
+        routed = [i for i in ids if sandbox.db.get_ticket(i).queue == "Hardware"]
+        assert len(routed) == counts["applied"]
+        # the next start routes the rest
+        asyncio.run(keyword_daemon(config).run_once())
+        assert all(sandbox.db.get_ticket(i).queue == "Hardware" for i in ids)
+        assert all(len(sandbox.db.list_notes(i)) == 1 for i in ids)
+
+
+def test_shutdown_timeout_abandons_the_batch_and_the_restart_reconciles(tmp_path: Path) -> None:
+    with running_sandbox(None, token=TOKEN) as sandbox:
+        ids = seed(sandbox, 3)
+        sandbox.faults.add(path=r"^/api/tickets/\d+$", method="PATCH", status=0, delay=1.5, times=-1)
+        config = make_config(tmp_path, sandbox.api, max_concurrent_writes=3)
+        config.daemon.shutdown_timeout = 0.3
+        daemon = keyword_daemon(config)
+
+        async def scenario() -> None:
+            task = asyncio.create_task(daemon.run())
+            await asyncio.sleep(0.1)
+            while sandbox.faults.hits == 0:
+                await asyncio.sleep(0.02)
+            daemon.request_stop()
+            await asyncio.wait_for(task, 5)
+
+        asyncio.run(scenario())
+        counts = decisions(config).counts()["sandbox"]
+        # abandoned during the write: left for reconciliation (claims cancelled before their write were released)
+        assert 1 <= counts.get("claimed", 0) <= 3 and set(counts) == {"claimed"}
+        time.sleep(1.5)  # the sandbox finishes the writes it received
+        sandbox.faults.clear()
+        result = asyncio.run(keyword_daemon(config).run_once())["sandbox"]
+        assert result.ok and result.reconciled == counts["claimed"]
+        assert decisions(config).counts()["sandbox"] == {"applied": 3}
+        assert all(len(sandbox.db.list_notes(i)) == 1 for i in ids)  # the missing notes written, none twice
+        assert all(sandbox.db.get_ticket(i).queue == "Hardware" for i in ids)
+
+
+# --------------------------------------------------------------------------- the real process
+
+
+def test_daemon_process_routes_then_exits_0_on_sigterm(tmp_path: Path, model_dirs) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    with running_sandbox(None, token=TOKEN) as sandbox:
+        ids = seed(sandbox, 5)
+        secret = tmp_path / "token"
+        secret.write_text(TOKEN)
+        config = {
+            "state_dir": str(tmp_path / "state"),
+            "logging": {"format": "json"},
+            "model": {"device": "cpu", "paths": {k: str(v) for k, v in model_dirs.items()}},
+            "systems": {
+                "sandbox": {
+                    "type": "generic_rest",
+                    "connection": {"base_url": sandbox.api, "auth": {"type": "bearer", "token_file": str(secret)}},
+                    "source": {"queues": ["Inbox"]},
+                    "poll_interval": 0.5,
+                    "routing": {"queue": {"map": {"*": "{label}"}, "threshold": 0.0}},
+                }
+            },
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "connector", "run", "--config", str(path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and proc.poll() is None:
+                if all(sandbox.db.get_ticket(i).queue != "Inbox" for i in ids):
+                    break
+                time.sleep(0.2)
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, output
+        lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        messages = [line["message"] for line in lines]
+        assert sum("decision system=sandbox" in m for m in messages) == 5
+        assert any(m.startswith("shutdown requested") for m in messages) and messages[-1] == "stopped"
+        store = Store(f"sqlite:///{(tmp_path / 'state' / 'connector.db').resolve()}")
+        try:
+            with store.session() as s:
+                (lease,) = s.scalars(select(InstanceLease)).all()
+            assert lease.pid == proc.pid and lease.instance_id.startswith(f"{socket.gethostname()}-{proc.pid}-")
+            assert as_utc(lease.expires_at) <= utcnow()  # released on SIGTERM, not left to expire
+        finally:
+            store.dispose()
+        assert TOKEN not in output and "my printer is broken" not in output
+
+
+def test_sigkills_in_the_middle_of_writes_lose_no_note_record_or_log_line(tmp_path: Path, model_dirs) -> None:
+    """Issue #11 items 2a and 5e with real processes: the daemon is SIGKILLed again and again while it writes
+    (the note requests are slowed, so kills land between the fields and the note); in the end every ticket was
+    moved once, has exactly one note, one ``applied`` record, and one decision log line."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    kills = 5
+    with running_sandbox(None, token=TOKEN) as sandbox:
+        ids = seed(sandbox, 100)
+        sandbox.faults.add(path=r"/notes$", method="POST", status=0, delay=0.05, times=-1)
+        secret = tmp_path / "token"
+        secret.write_text(TOKEN)
+        config = {
+            "state_dir": str(tmp_path / "state"),
+            "logging": {"format": "json"},
+            "daemon": {"instance_id": "killed-daemon"},
+            "model": {"device": "cpu", "paths": {k: str(v) for k, v in model_dirs.items()}},
+            "systems": {
+                "sandbox": {
+                    "type": "generic_rest",
+                    "connection": {"base_url": sandbox.api, "auth": {"type": "bearer", "token_file": str(secret)},
+                                   "paging": {"style": "after"}},
+                    "source": {"queues": ["Inbox"]},
+                    "poll_interval": 0.3,
+                    "page_size": 20,
+                    "routing": {"queue": {"map": {"*": "{label}"}, "threshold": 0.0}},
+                }
+            },
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        outputs: list[str] = []
+        rng = random.Random(11)
+
+        def routed() -> int:
+            return sum(sandbox.db.get_ticket(i).queue != "Inbox" for i in ids)
+
+        def start() -> subprocess.Popen[str]:
+            return subprocess.Popen([sys.executable, "-m", "connector", "run", "--config", str(path)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+        for _ in range(kills):
+            before = routed()
+            proc = start()
+            try:
+                deadline = time.monotonic() + 90
+                while routed() < before + 4 and time.monotonic() < deadline and proc.poll() is None:
+                    time.sleep(0.02)
+                time.sleep(rng.uniform(0.0, 0.3))
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                outputs.append(proc.communicate(timeout=30)[0])
+        proc = start()
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                if routed() == len(ids) and "claimed" not in decisions_at(tmp_path).counts().get("sandbox", {"claimed": 1}):
+                    break
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            outputs.append(proc.communicate(timeout=30)[0])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, outputs[-1][-3000:]
+        assert decisions_at(tmp_path).counts()["sandbox"] == {"applied": len(ids)}
+        for i in ids:
+            assert sandbox.db.get_ticket(i).version == 2, i  # moved by exactly one update
+            notes = sandbox.db.list_notes(i)
+            assert len(notes) == 1, (i, [n.body for n in notes])  # none lost, none twice
+            assert "[helpdesk-connector decision " in notes[0].body
+    logged = [json.loads(line)["message"] for out in outputs for line in out.splitlines() if line.startswith("{")]
+    tickets = [m.split()[2] for m in logged if m.startswith("decision system=sandbox")]
+    assert len(tickets) == len(set(tickets)), "a decision was logged twice"
+    assert len(tickets) >= len(ids) - kills  # (a kill between the commit and its log line would drop one)
+    assert sum("reconciling" in m for m in logged) >= 1
+
+
+def decisions_at(tmp_path: Path) -> DecisionStore:
+    return decisions(parse_config({"state_dir": str(tmp_path / "state"), "systems": {}}))
+
+
+def test_odd_bodies_through_the_sandbox_with_a_tiny_model(tmp_path: Path, model_dirs) -> None:
+    with running_sandbox(None, token=TOKEN) as sandbox:
+        ids = [
+            sandbox.db.create_ticket("empty body", "").id,
+            sandbox.db.create_ticket("huge body", "printer " * 131_072).id,  # 1 MiB
+            sandbox.db.create_ticket("html only", "<html><body><p>VPN <b>down</b></p><script>x()</script></body></html>").id,
+            sandbox.db.create_ticket("broken bytes", b"caf\xe9 \xff printer".decode("utf-8", errors="replace")).id,
+        ]
+        routing = {"queue": {"map": {"*": "{label}"}, "threshold": 0.0}}
+        config = make_config(tmp_path, sandbox.api, models=model_dirs, routing=routing)
+        result = asyncio.run(Daemon(config).run_once())["sandbox"]
+        assert result.ok, result.error
+        assert result.outcomes == {"applied": 4}
+        assert all(sandbox.db.get_ticket(i).queue in ("Hardware", "Software", "Access") for i in ids)
