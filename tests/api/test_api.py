@@ -11,16 +11,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.api import PRIORITIES, QUEUES, install_tiny_models, live_api, make_config, sample_csv
 from connector.store.db import Store
 from connector.store.tables import Dataset
+from tests.support.api import PRIORITIES, QUEUES, install_tiny_models, live_api, api_config, sample_csv
 from tests.support.tiny_model import build_tiny_model
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("api")
-    config = make_config(tmp, max_body_bytes=4096, max_ticket_chars=500, max_batch=5)
+    config = api_config(tmp, max_body_bytes=4096, max_ticket_chars=500, max_batch=5)
     store = Store(config.store_url)
     install_tiny_models(config, store)
     with live_api(config, store) as (client, app):
@@ -299,7 +299,7 @@ def test_train_dataset_id_out_of_range_is_a_client_error(client: httpx.Client, d
 
 
 def test_train_without_dataset_or_unknown_dataset(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+    config = api_config(tmp_path)
     store = Store(config.store_url)
     install_tiny_models(config, store)
     with live_api(config, store) as (client, _app):
@@ -324,7 +324,7 @@ def test_train_without_dataset_or_unknown_dataset(tmp_path: Path) -> None:
 
 
 def test_models_list_activate_rollback_hot_swap(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+    config = api_config(tmp_path)
     store = Store(config.store_url)
     install_tiny_models(config, store, version="tiny-1")
     # a second version, registered but not active
@@ -366,7 +366,7 @@ def test_models_list_activate_rollback_hot_swap(tmp_path: Path) -> None:
 
 
 def test_activate_unloadable_model_is_refused_and_service_continues(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+    config = api_config(tmp_path)
     store = Store(config.store_url)
     install_tiny_models(config, store)
     from connector.model.registry import ModelRegistry
@@ -407,7 +407,7 @@ def test_healthz_readyz_metrics(client: httpx.Client) -> None:
 
 
 def test_readyz_without_model_and_classify_503(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+    config = api_config(tmp_path)
     store = Store(config.store_url)
     with live_api(config, store) as (client, _app):
         ready = client.get("/readyz")

@@ -24,17 +24,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.tiny_model import build_tiny_model
 from tests.support.paths import REPO
+from tests.support.tiny_model import build_tiny_model
 
-ROOT = REPO
 GUIDE_PORT = 8080
 
 
 def _shared_dir() -> Path | None:
     """``../shared`` beside the repository root (or beside the main checkout, for a git worktree)."""
-    candidates = [ROOT.parent / "shared"]
-    git = ROOT / ".git"
+    candidates = [REPO.parent / "shared"]
+    git = REPO / ".git"
     if git.is_file():  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
         gitdir = Path(git.read_text(encoding="utf-8").split(":", 1)[1].strip())
         candidates.append(gitdir.parents[2].parent / "shared")  # <main>/../shared
@@ -59,7 +58,7 @@ def _wait_for_free_port(port: int, timeout: float = 30.0) -> bool:
 def atc_files() -> Path:
     shared = _shared_dir()
     if shared is None:
-        pytest.skip(f"the ATC guide client is not beside the repository ({ROOT.parent / 'shared' / 'atc'} is absent)")
+        pytest.skip(f"the ATC guide client is not beside the repository ({REPO.parent / 'shared' / 'atc'} is absent)")
     return shared / "atc"
 
 
@@ -73,7 +72,7 @@ def fresh_server(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELPDESK_CONNECTOR_")}
     env.update(
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=str(REPO),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         HELPDESK_CONNECTOR_MODEL__BASE_MODEL=str(base),

@@ -8,17 +8,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.api import ADMIN_TOKEN, CLASSIFY_TOKEN, auth, install_tiny_models, live_api, make_config, sample_csv
 from connector.api import auth as auth_module
 from connector.api.auth import InsecureBindError, TokenVerifier, check_bind_address, is_loopback
 from connector.api.settings import ApiToken
 from connector.store.db import Store
+from tests.support.api import ADMIN_TOKEN, CLASSIFY_TOKEN, auth, install_tiny_models, live_api, api_config, sample_csv
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     tmp = tmp_path_factory.mktemp("auth")
-    config = make_config(tmp, tokens=True)
+    config = api_config(tmp, tokens=True)
     store = Store(config.store_url)
     install_tiny_models(config, store)
     with live_api(config, store) as (client, _app):
@@ -208,7 +208,7 @@ def test_blank_or_repeated_character_tokens_are_refused(weak: str) -> None:
 def test_without_tokens_the_api_is_open_on_loopback(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
     from connector.api.server import build_server
 
-    config = make_config(tmp_path)
+    config = api_config(tmp_path)
     store = Store(config.store_url)
     with caplog.at_level("WARNING", logger="connector.api.auth"):
         build_server(config, store, port=0)

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -53,18 +54,23 @@ async def _gather(batcher: MicroBatcher, groups: list[list[str]]) -> list[list[P
     return await asyncio.gather(*(batcher.classify(g) for g in groups))
 
 
-def test_concurrent_requests_share_one_forward_pass() -> None:
-    fake = FakeClassifier()
+def _classify_concurrently(fake: FakeClassifier, groups: list[list[str]], **options: Any) -> list[list[Prediction]]:
+    """Each group sent at once by its own caller through a started batcher (``options``: the batcher's), stopped after."""
 
     async def main() -> list[list[Prediction]]:
-        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=50, max_texts=64)
+        batcher = MicroBatcher(ClassifierHolder(fake), **options)
         await batcher.start()
         try:
-            return await _gather(batcher, [[f"t{i}"] for i in range(20)])
+            return await _gather(batcher, groups)
         finally:
             await batcher.stop()
 
-    results = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_concurrent_requests_share_one_forward_pass() -> None:
+    fake = FakeClassifier()
+    results = _classify_concurrently(fake, [[f"t{i}"] for i in range(20)], wait_ms=50, max_texts=64)
     # every caller gets its own prediction back, in order
     assert [r[0].fields["queue"].label for r in results] == [f"t{i}" for i in range(20)]
     assert fake.passes == [20]
@@ -74,29 +80,13 @@ def test_concurrent_requests_share_one_forward_pass() -> None:
 
 def test_batching_off_runs_one_pass_per_request() -> None:
     fake = FakeClassifier()
-
-    async def main() -> None:
-        batcher = MicroBatcher(ClassifierHolder(fake), enabled=False)
-        await batcher.start()
-        await _gather(batcher, [[f"t{i}"] for i in range(5)])
-        await batcher.stop()
-
-    asyncio.run(main())
+    _classify_concurrently(fake, [[f"t{i}"] for i in range(5)], enabled=False)
     assert sorted(fake.passes) == [1, 1, 1, 1, 1]
 
 
 def test_max_texts_splits_passes_and_keeps_big_requests_whole() -> None:
     fake = FakeClassifier()
-
-    async def main() -> list[list[Prediction]]:
-        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=50, max_texts=4)
-        await batcher.start()
-        try:
-            return await _gather(batcher, [["a"], ["b"], ["c", "d", "e", "f", "g", "h"], ["i"], ["j"], ["k"]])
-        finally:
-            await batcher.stop()
-
-    results = asyncio.run(main())
+    results = _classify_concurrently(fake, [["a"], ["b"], ["c", "d", "e", "f", "g", "h"], ["i"], ["j"], ["k"]], wait_ms=50, max_texts=4)
     assert [[p.fields["queue"].label for p in r] for r in results] == [
         ["a"], ["b"], ["c", "d", "e", "f", "g", "h"], ["i"], ["j"], ["k"]
     ]
@@ -178,14 +168,7 @@ def test_no_model_raises_model_load_error() -> None:
 def test_observer_sees_every_pass() -> None:
     seen: list[int] = []
     fake = FakeClassifier()
-
-    async def main() -> None:
-        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=30, observer=lambda n, _s: seen.append(n))
-        await batcher.start()
-        await _gather(batcher, [["a"], ["b"], ["c"]])
-        await batcher.stop()
-
-    asyncio.run(main())
+    _classify_concurrently(fake, [["a"], ["b"], ["c"]], wait_ms=30, observer=lambda n, _s: seen.append(n))
     assert seen == fake.passes == [3]
 
 

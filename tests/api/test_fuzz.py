@@ -19,7 +19,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 
-from tests.support.api import ADMIN_TOKEN, LiveServer, auth, install_tiny_models, make_config, sample_csv
+from tests.support.api import ADMIN_TOKEN, LiveServer, auth, install_tiny_models, api_config, sample_csv
 from connector.api.app import create_app  # noqa: E402
 from connector.store.db import Store  # noqa: E402
 
@@ -36,7 +36,7 @@ CONFORMANCE_CHECKS = [
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    config = make_config(tmp, tokens=True, max_body_bytes=64 * 1024, max_ticket_chars=2000, max_batch=16)
+    config = api_config(tmp, tokens=True, max_body_bytes=64 * 1024, max_ticket_chars=2000, max_batch=16)
     store = Store(config.store_url)
     install_tiny_models(config, store)
     app = create_app(config, store, load_models=True, reload_interval=None)

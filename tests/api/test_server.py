@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,10 +14,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 import yaml
-
 from sqlalchemy import select
 
-from tests.support.api import QUEUES, install_tiny_models, make_config, sample_csv
 from connector.api.auth import InsecureBindError
 from connector.api.daemon_hook import register_jobs
 from connector.api.server import serve_in_background
@@ -26,16 +23,12 @@ from connector.model.classifier import ClassifierHolder
 from connector.model.serving import ModelReloader
 from connector.store.db import Store
 from connector.store.tables import ModelVersion, TrainingJob
-from tests.support.tiny_model import build_tiny_model
+from tests.support.api import QUEUES, install_tiny_models, api_config, sample_csv
+from tests.support.net import free_port
 from tests.support.paths import REPO
+from tests.support.processes import wait_gone
+from tests.support.tiny_model import build_tiny_model
 
-ROOT = REPO
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 120.0) -> httpx.Response:
@@ -62,13 +55,13 @@ def _write_config(tmp_path: Path, api: dict[str, object]) -> Path:
 
 
 def test_serve_command_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     config_path = _write_config(tmp_path, {"port": port})
-    config = make_config(tmp_path)  # same state_dir (tmp_path/state)
+    config = api_config(tmp_path)  # same state_dir (tmp_path/state)
     store = Store(config.store_url)
     install_tiny_models(config, store)
     store.dispose()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "connector", "serve", "--config", str(config_path)],
         cwd=tmp_path,
@@ -93,9 +86,9 @@ def test_serve_command_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_serve_starts_on_built_in_defaults_without_a_config_file(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELPDESK_CONNECTOR_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(REPO)
     proc = subprocess.Popen(
         [sys.executable, "-m", "connector", "serve", "--port", str(port)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -118,17 +111,6 @@ def test_serve_starts_on_built_in_defaults_without_a_config_file(tmp_path: Path)
     assert result.returncode == 2 and "file not found" in result.stderr
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _job_row(store: Store, job_id: int) -> TrainingJob:
     with store.session() as session:
         row = session.get(TrainingJob, job_id)
@@ -138,7 +120,7 @@ def _job_row(store: Store, job_id: int) -> TrainingJob:
 
 
 def test_training_worker_dies_with_a_killed_server_and_restart_reports_it(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     base = build_tiny_model(tmp_path / "base", QUEUES, version="base")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({
@@ -147,7 +129,7 @@ def test_training_worker_dies_with_a_killed_server_and_restart_reports_it(tmp_pa
         "training": {"epochs": 100, "batch_size": 4, "max_length": 32, "early_stopping_patience": 0},
         "api": {"port": port},
     }), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "connector", "serve", "--config", str(path)]
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -166,7 +148,7 @@ def test_training_worker_dies_with_a_killed_server_and_restart_reports_it(tmp_pa
         server.kill()  # kill -9: no shutdown code runs in the server
         server.wait(timeout=30)
         # the worker follows its server at once instead of training on and activating its model
-        assert _wait_gone(worker, 20), "the training worker outlived its killed server"
+        assert wait_gone(worker, 20), "the training worker outlived its killed server"
         row = _job_row(store, job_id)
         assert row.state == "failed" and "gone" in (row.error or ""), (row.state, row.error)
         with store.session() as session:
@@ -183,8 +165,8 @@ def test_training_worker_dies_with_a_killed_server_and_restart_reports_it(tmp_pa
 
 
 def test_serve_refuses_public_address_without_tokens(tmp_path: Path) -> None:
-    config_path = _write_config(tmp_path, {"host": "0.0.0.0", "port": _free_port()})
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    config_path = _write_config(tmp_path, {"host": "0.0.0.0", "port": free_port()})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [sys.executable, "-m", "connector", "serve", "--config", str(config_path)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
@@ -194,8 +176,8 @@ def test_serve_refuses_public_address_without_tokens(tmp_path: Path) -> None:
 
 
 def test_serve_in_background_shares_the_holder_and_stops_when_cancelled(tmp_path: Path) -> None:
-    port = _free_port()
-    config = make_config(tmp_path, port=port)
+    port = free_port()
+    config = api_config(tmp_path, port=port)
     store = Store(config.store_url)
     install_tiny_models(config, store)
     holder = ClassifierHolder()
@@ -228,7 +210,7 @@ def test_serve_in_background_shares_the_holder_and_stops_when_cancelled(tmp_path
 
 def test_daemon_hook(tmp_path: Path) -> None:
     tasks: list[object] = []
-    fake = SimpleNamespace(config=make_config(tmp_path), add_task=tasks.append, store=None, holder=None, reloader=None)
+    fake = SimpleNamespace(config=api_config(tmp_path), add_task=tasks.append, store=None, holder=None, reloader=None)
     register_jobs(fake)
     assert tasks == []  # api.enabled is false by default
     fake.config.api.enabled = True

@@ -10,10 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from connector.cli import app
-from tests.support.tiny_model import build_tiny_model
 from tests.support.paths import SAMPLE_TICKETS
+from tests.support.tiny_model import build_tiny_model
 
-SAMPLE = SAMPLE_TICKETS
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +21,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     config = root / "config.yaml"
     config.write_text(f"state_dir: {root / 'var'}\n", encoding="utf-8")
     # a small slice of the sample data keeps the runs quick
-    with SAMPLE.open(encoding="utf-8", newline="") as fh:
+    with SAMPLE_TICKETS.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))[:150]
     data = root / "tickets.csv"
     with data.open("w", encoding="utf-8", newline="") as fh:

@@ -7,19 +7,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.daemon.test_daemon import decisions, free_port, make_config, model_dirs, seed  # noqa: F401 - fixture
 
 from connector.daemon import Daemon
 from connector.sandbox import running_sandbox
+from tests.support.daemon import SANDBOX_TOKEN, decisions, sandbox_config, seed
+from tests.support.net import free_port
 
-TOKEN = "sandbox-test-token-1234"
-
-
-def test_run_serves_the_api_beside_the_daemon_and_stops_both(tmp_path: Path, model_dirs) -> None:  # noqa: F811
+def test_run_serves_the_api_beside_the_daemon_and_stops_both(tmp_path: Path, model_dirs) -> None:
     port = free_port()
-    with running_sandbox(None, token=TOKEN) as sandbox:
+    with running_sandbox(None, token=SANDBOX_TOKEN) as sandbox:
         ids = seed(sandbox, 3)
-        config = make_config(tmp_path, sandbox.api, models=model_dirs)
+        config = sandbox_config(tmp_path, sandbox.api, models=model_dirs)
         config.api.enabled = True
         config.api.port = port
 

@@ -11,98 +11,36 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import random
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import select
-from tests.support.fakes import KeywordClassifier
-from tests.support.tiny_model import build_tiny_model
 
-from connector.config import AppConfig, parse_config
 from connector.daemon import Daemon
-from connector.model.classifier import ClassifierHolder
 from connector.sandbox import running_sandbox
 from connector.store.db import Store, as_utc, utcnow
 from connector.store.decisions import DecisionStore
 from connector.store.tables import InstanceLease
-
-TOKEN = "sandbox-test-token-1234"
-SANDBOX_QUEUES = ["Inbox", "Triage", "Hardware", "Software", "Access", "HR", "Purchase"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_config(tmp_path: Path, base_url: str, *, models: dict[str, Path] | None = None, **system: Any) -> AppConfig:
-    sys_cfg: dict[str, Any] = {
-        "type": "generic_rest",
-        "connection": {
-            "base_url": base_url,
-            "auth": {"type": "bearer", "token": TOKEN},
-            "retry_attempts": 1,
-            "timeout": 2,
-            "paging": {"style": "after"},
-        },
-        "source": {"queues": ["Inbox"], "states": ["new"]},
-        "poll_interval": 0.3,
-        "page_size": 20,
-        "routing": {
-            "queue": {"map": {"it": "Hardware", "hr": "HR", "finance": "Purchase"}, "threshold": 0.5},
-            "priority": {"map": {"*": "{label}"}, "threshold": 0.5},
-        },
-    }
-    sys_cfg.update(system)
-    data: dict[str, Any] = {
-        "state_dir": str(tmp_path / "state"),
-        "daemon": {"instance_id": "test-daemon", "shutdown_timeout": 5},
-        "model": {"device": "cpu", "paths": {k: str(v) for k, v in (models or {}).items()}},
-        "systems": {"sandbox": sys_cfg},
-    }
-    return parse_config(data)
-
-
-def seed(sandbox, n: int, body: str = "my printer is broken") -> list[int]:
-    return [sandbox.db.create_ticket(f"ticket {i}", body).id for i in range(n)]
-
-
-_readers: dict[str, DecisionStore] = {}
-
-
-def decisions(config: AppConfig) -> DecisionStore:
-    """A reader of the daemon's store (one per database)."""
-    url = config.store_url
-    if url not in _readers:
-        _readers[url] = DecisionStore(Store(url), "reader")
-    return _readers[url]
-
-
-def keyword_daemon(config: AppConfig) -> Daemon:
-    return Daemon(config, holder=ClassifierHolder(KeywordClassifier()))
-
-
-@pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("daemon-models")
-    return {
-        "queue": build_tiny_model(root / "queue", ["Hardware", "Software", "Access"], version="q1", field="queue"),
-        "priority": build_tiny_model(root / "priority", ["low", "normal", "high"], version="p1", field="priority"),
-    }
-
+from tests.support.config import make_config
+from tests.support.daemon import SANDBOX_TOKEN, decisions, keyword_daemon, sandbox_config, seed
+from tests.support.net import free_port
 
 # --------------------------------------------------------------------------- happy path
 
 
 def test_run_once_routes_sandbox_tickets_with_a_tiny_model(tmp_path: Path, model_dirs) -> None:
-    with running_sandbox(None, token=TOKEN) as sandbox:
+    with running_sandbox(None, token=SANDBOX_TOKEN) as sandbox:
         ids = seed(sandbox, 30)
         routing = {"queue": {"map": {"*": "{label}"}, "threshold": 0.0}, "priority": {"map": {"*": "{label}"}, "threshold": 0.0}}
-        config = make_config(tmp_path, sandbox.api, models=model_dirs, routing=routing)
+        config = sandbox_config(tmp_path, sandbox.api, models=model_dirs, routing=routing)
         results = asyncio.run(Daemon(config).run_once())
         assert results["sandbox"].ok, results["sandbox"].error
         assert results["sandbox"].outcomes == {"applied": 30}
@@ -125,7 +63,7 @@ def test_helpdesk_unreachable_at_start_daemon_keeps_retrying_then_recovers(
 ) -> None:
     caplog.set_level(logging.INFO)
     port = free_port()
-    config = make_config(tmp_path, f"http://127.0.0.1:{port}/api")
+    config = sandbox_config(tmp_path, f"http://127.0.0.1:{port}/api")
     daemon = keyword_daemon(config)
     for name in list(daemon.health):
         daemon.health[name].max_backoff = 0.5
@@ -143,7 +81,7 @@ def test_helpdesk_unreachable_at_start_daemon_keeps_retrying_then_recovers(
         assert health is not None and health.consecutive_failures >= 2
         assert "TransientError" in (health.last_error or "") and "connect" in (health.last_error or "").lower()
         # the helpdesk comes up on that port: the daemon recovers and routes
-        with running_sandbox(None, token=TOKEN, port=port) as sandbox:
+        with running_sandbox(None, token=SANDBOX_TOKEN, port=port) as sandbox:
             ids = seed(sandbox, 5)
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
@@ -182,9 +120,9 @@ BAD_ANSWERS = {
 @pytest.mark.parametrize("kind", list(BAD_ANSWERS))
 def test_bad_answers_fail_the_poll_clearly_and_nothing_is_lost(tmp_path: Path, kind: str) -> None:
     fault, expected = BAD_ANSWERS[kind]
-    with running_sandbox(None, token=TOKEN) as sandbox:
+    with running_sandbox(None, token=SANDBOX_TOKEN) as sandbox:
         ids = seed(sandbox, 4)
-        config = make_config(tmp_path, sandbox.api)
+        config = sandbox_config(tmp_path, sandbox.api)
         sandbox.faults.add(path=r"^/api/tickets$", method="GET", times=-1, **fault)
         started = time.monotonic()
         result = asyncio.run(keyword_daemon(config).run_once())["sandbox"]
@@ -206,9 +144,9 @@ def test_bad_answers_fail_the_poll_clearly_and_nothing_is_lost(tmp_path: Path, k
 
 
 def test_write_failing_transiently_is_retried_at_the_next_poll(tmp_path: Path) -> None:
-    with running_sandbox(None, token=TOKEN) as sandbox:
+    with running_sandbox(None, token=SANDBOX_TOKEN) as sandbox:
         ids = seed(sandbox, 3)
-        config = make_config(tmp_path, sandbox.api, max_concurrent_writes=1)
+        config = sandbox_config(tmp_path, sandbox.api, max_concurrent_writes=1)
         sandbox.faults.add(path=rf"^/api/tickets/{ids[1]}$", method="PATCH", status=503, times=-1)
         result = asyncio.run(keyword_daemon(config).run_once())["sandbox"]
         assert result.error is not None and "503" in str(result.error)
@@ -223,11 +161,11 @@ def test_write_failing_transiently_is_retried_at_the_next_poll(tmp_path: Path) -
 
 
 def test_mapping_to_a_missing_queue_fails_that_ticket_and_the_daemon_continues(tmp_path: Path) -> None:
-    with running_sandbox(None, token=TOKEN) as sandbox:
+    with running_sandbox(None, token=SANDBOX_TOKEN) as sandbox:
         printer = sandbox.db.create_ticket("printer", "my printer is broken").id
         holiday = sandbox.db.create_ticket("holiday", "holiday request for May").id
         routing = {"queue": {"map": {"it": "Hardware", "hr": "Personnel"}, "threshold": 0.5}}
-        config = make_config(tmp_path, sandbox.api, routing=routing)
+        config = sandbox_config(tmp_path, sandbox.api, routing=routing)
         result = asyncio.run(keyword_daemon(config).run_once())["sandbox"]
         assert result.ok
         assert result.outcomes == {"applied": 1, "failed": 1}
@@ -241,11 +179,11 @@ def test_mapping_to_a_missing_queue_fails_that_ticket_and_the_daemon_continues(t
 
 
 def test_stop_request_during_a_poll_finishes_cleanly(tmp_path: Path) -> None:
-    with running_sandbox(None, token=TOKEN) as sandbox:
+    with running_sandbox(None, token=SANDBOX_TOKEN) as sandbox:
         ids = seed(sandbox, 40)
         # each write takes 0.2 s: the poll is still busy when the stop comes
         sandbox.faults.add(path=r"^/api/tickets/\d+$", method="PATCH", status=0, delay=0.2, times=-1)
-        config = make_config(tmp_path, sandbox.api, max_concurrent_writes=2, page_size=40)
+        config = sandbox_config(tmp_path, sandbox.api, max_concurrent_writes=2, page_size=40)
         daemon = keyword_daemon(config)
 
         async def scenario() -> None:
@@ -270,10 +208,10 @@ def test_stop_request_during_a_poll_finishes_cleanly(tmp_path: Path) -> None:
 
 
 def test_shutdown_timeout_abandons_the_batch_and_the_restart_reconciles(tmp_path: Path) -> None:
-    with running_sandbox(None, token=TOKEN) as sandbox:
+    with running_sandbox(None, token=SANDBOX_TOKEN) as sandbox:
         ids = seed(sandbox, 3)
         sandbox.faults.add(path=r"^/api/tickets/\d+$", method="PATCH", status=0, delay=1.5, times=-1)
-        config = make_config(tmp_path, sandbox.api, max_concurrent_writes=3)
+        config = sandbox_config(tmp_path, sandbox.api, max_concurrent_writes=3)
         config.daemon.shutdown_timeout = 0.3
         daemon = keyword_daemon(config)
 
@@ -301,39 +239,41 @@ def test_shutdown_timeout_abandons_the_batch_and_the_restart_reconciles(tmp_path
 # --------------------------------------------------------------------------- the real process
 
 
+def _process_config(tmp_path: Path, sandbox, model_dirs, *, daemon: dict | None = None, connection: dict | None = None,
+                    **system) -> Path:
+    """A config file for a daemon process: JSON logs, the tiny models, the sandbox with its token in a file."""
+    secret = tmp_path / "token"
+    secret.write_text(SANDBOX_TOKEN)
+    sys_cfg = {
+        "type": "generic_rest",
+        "connection": {"base_url": sandbox.api, "auth": {"type": "bearer", "token_file": str(secret)}, **(connection or {})},
+        "source": {"queues": ["Inbox"]},
+        **system,
+        "routing": {"queue": {"map": {"*": "{label}"}, "threshold": 0.0}},
+    }
+    config = {
+        "state_dir": str(tmp_path / "state"),
+        "logging": {"format": "json"},
+        **({"daemon": daemon} if daemon else {}),
+        "model": {"device": "cpu", "paths": {k: str(v) for k, v in model_dirs.items()}},
+        "systems": {"sandbox": sys_cfg},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _start_daemon_process(config_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "connector", "run", "--config", str(config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 def test_daemon_process_routes_then_exits_0_on_sigterm(tmp_path: Path, model_dirs) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    import yaml
-
-    with running_sandbox(None, token=TOKEN) as sandbox:
+    with running_sandbox(None, token=SANDBOX_TOKEN) as sandbox:
         ids = seed(sandbox, 5)
-        secret = tmp_path / "token"
-        secret.write_text(TOKEN)
-        config = {
-            "state_dir": str(tmp_path / "state"),
-            "logging": {"format": "json"},
-            "model": {"device": "cpu", "paths": {k: str(v) for k, v in model_dirs.items()}},
-            "systems": {
-                "sandbox": {
-                    "type": "generic_rest",
-                    "connection": {"base_url": sandbox.api, "auth": {"type": "bearer", "token_file": str(secret)}},
-                    "source": {"queues": ["Inbox"]},
-                    "poll_interval": 0.5,
-                    "routing": {"queue": {"map": {"*": "{label}"}, "threshold": 0.0}},
-                }
-            },
-        }
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "connector", "run", "--config", str(path)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        )
+        proc = _start_daemon_process(_process_config(tmp_path, sandbox, model_dirs, poll_interval=0.5))
         try:
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline and proc.poll() is None:
@@ -359,81 +299,62 @@ def test_daemon_process_routes_then_exits_0_on_sigterm(tmp_path: Path, model_dir
             assert as_utc(lease.expires_at) <= utcnow()  # released on SIGTERM, not left to expire
         finally:
             store.dispose()
-        assert TOKEN not in output and "my printer is broken" not in output
+        assert SANDBOX_TOKEN not in output and "my printer is broken" not in output
+
+
+def _kill_while_writing(config_path: Path, routed, kills: int, outputs: list[str]) -> None:
+    """Start the daemon ``kills`` times and SIGKILL it soon after it has routed a few more tickets."""
+    rng = random.Random(11)
+    for _ in range(kills):
+        before = routed()
+        proc = _start_daemon_process(config_path)
+        try:
+            deadline = time.monotonic() + 90
+            while routed() < before + 4 and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.3))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            outputs.append(proc.communicate(timeout=30)[0])
+
+
+def _run_until_all_settled(tmp_path: Path, config_path: Path, routed, total: int, outputs: list[str]) -> int:
+    """A last daemon runs until every ticket is routed and no decision is left claimed; SIGTERM; its exit code."""
+    proc = _start_daemon_process(config_path)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if routed() == total and "claimed" not in decisions_at(tmp_path).counts().get("sandbox", {"claimed": 1}):
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        outputs.append(proc.communicate(timeout=30)[0])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode
 
 
 def test_sigkills_in_the_middle_of_writes_lose_no_note_record_or_log_line(tmp_path: Path, model_dirs) -> None:
     """Issue #11 items 2a and 5e with real processes: the daemon is SIGKILLed again and again while it writes
     (the note requests are slowed, so kills land between the fields and the note); in the end every ticket was
     moved once, has exactly one note, one ``applied`` record, and one decision log line."""
-    import os
-    import random
-    import signal
-    import subprocess
-    import sys
-
-    import yaml
-
     kills = 5
-    with running_sandbox(None, token=TOKEN) as sandbox:
+    outputs: list[str] = []
+    with running_sandbox(None, token=SANDBOX_TOKEN) as sandbox:
         ids = seed(sandbox, 100)
         sandbox.faults.add(path=r"/notes$", method="POST", status=0, delay=0.05, times=-1)
-        secret = tmp_path / "token"
-        secret.write_text(TOKEN)
-        config = {
-            "state_dir": str(tmp_path / "state"),
-            "logging": {"format": "json"},
-            "daemon": {"instance_id": "killed-daemon"},
-            "model": {"device": "cpu", "paths": {k: str(v) for k, v in model_dirs.items()}},
-            "systems": {
-                "sandbox": {
-                    "type": "generic_rest",
-                    "connection": {"base_url": sandbox.api, "auth": {"type": "bearer", "token_file": str(secret)},
-                                   "paging": {"style": "after"}},
-                    "source": {"queues": ["Inbox"]},
-                    "poll_interval": 0.3,
-                    "page_size": 20,
-                    "routing": {"queue": {"map": {"*": "{label}"}, "threshold": 0.0}},
-                }
-            },
-        }
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        outputs: list[str] = []
-        rng = random.Random(11)
+        config_path = _process_config(
+            tmp_path, sandbox, model_dirs, daemon={"instance_id": "killed-daemon"},
+            connection={"paging": {"style": "after"}}, poll_interval=0.3, page_size=20,
+        )
 
         def routed() -> int:
             return sum(sandbox.db.get_ticket(i).queue != "Inbox" for i in ids)
 
-        def start() -> subprocess.Popen[str]:
-            return subprocess.Popen([sys.executable, "-m", "connector", "run", "--config", str(path)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-
-        for _ in range(kills):
-            before = routed()
-            proc = start()
-            try:
-                deadline = time.monotonic() + 90
-                while routed() < before + 4 and time.monotonic() < deadline and proc.poll() is None:
-                    time.sleep(0.02)
-                time.sleep(rng.uniform(0.0, 0.3))
-            finally:
-                proc.send_signal(signal.SIGKILL)
-                outputs.append(proc.communicate(timeout=30)[0])
-        proc = start()
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and proc.poll() is None:
-                if routed() == len(ids) and "claimed" not in decisions_at(tmp_path).counts().get("sandbox", {"claimed": 1}):
-                    break
-                time.sleep(0.2)
-            proc.send_signal(signal.SIGTERM)
-            outputs.append(proc.communicate(timeout=30)[0])
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert proc.returncode == 0, outputs[-1][-3000:]
+        _kill_while_writing(config_path, routed, kills, outputs)
+        returncode = _run_until_all_settled(tmp_path, config_path, routed, len(ids), outputs)
+        assert returncode == 0, outputs[-1][-3000:]
         assert decisions_at(tmp_path).counts()["sandbox"] == {"applied": len(ids)}
         for i in ids:
             assert sandbox.db.get_ticket(i).version == 2, i  # moved by exactly one update
@@ -448,11 +369,11 @@ def test_sigkills_in_the_middle_of_writes_lose_no_note_record_or_log_line(tmp_pa
 
 
 def decisions_at(tmp_path: Path) -> DecisionStore:
-    return decisions(parse_config({"state_dir": str(tmp_path / "state"), "systems": {}}))
+    return decisions(make_config(tmp_path, systems={}))
 
 
 def test_odd_bodies_through_the_sandbox_with_a_tiny_model(tmp_path: Path, model_dirs) -> None:
-    with running_sandbox(None, token=TOKEN) as sandbox:
+    with running_sandbox(None, token=SANDBOX_TOKEN) as sandbox:
         ids = [
             sandbox.db.create_ticket("empty body", "").id,
             sandbox.db.create_ticket("huge body", "printer " * 131_072).id,  # 1 MiB
@@ -460,7 +381,7 @@ def test_odd_bodies_through_the_sandbox_with_a_tiny_model(tmp_path: Path, model_
             sandbox.db.create_ticket("broken bytes", b"caf\xe9 \xff printer".decode("utf-8", errors="replace")).id,
         ]
         routing = {"queue": {"map": {"*": "{label}"}, "threshold": 0.0}}
-        config = make_config(tmp_path, sandbox.api, models=model_dirs, routing=routing)
+        config = sandbox_config(tmp_path, sandbox.api, models=model_dirs, routing=routing)
         result = asyncio.run(Daemon(config).run_once())["sandbox"]
         assert result.ok, result.error
         assert result.outcomes == {"applied": 4}

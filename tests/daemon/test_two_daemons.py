@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.fakes import KeywordClassifier, MemoryAdapter, make_tickets, temporary_database
 from sqlalchemy import update
 
 from connector.config import parse_config
@@ -22,6 +21,7 @@ from connector.store.db import Store, utcnow
 from connector.store.decisions import DecisionStore, NewDecision
 from connector.store.leases import LeaseHeld, LeaseInfo
 from connector.store.tables import Decision, InstanceLease
+from tests.support.fakes import KeywordClassifier, MemoryAdapter, make_tickets
 
 TOKEN = "two-daemons-token"
 N = 500
@@ -47,12 +47,6 @@ def config_for(url: str, base_url: str, instance: str, tmp_path: Path):
             },
         }
     )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    with temporary_database(request.param, tmp_path, "two_daemons") as url:
-        yield url
 
 
 def test_two_daemons_route_each_ticket_exactly_once(db_url: str, tmp_path: Path) -> None:

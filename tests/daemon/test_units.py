@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
-from tests.support.fakes import KeywordClassifier, MemoryAdapter, make_tickets
-from tests.support.tiny_model import build_tiny_model
 
 from adapters.base import TransientError
 from connector import metrics
@@ -21,6 +19,8 @@ from connector.pipeline import PollResult
 from connector.scheduler import SystemHealth
 from connector.store.db import Store, utcnow
 from connector.store.tables import ModelVersion
+from tests.support.fakes import KeywordClassifier, MemoryAdapter, make_tickets
+from tests.support.tiny_model import build_tiny_model
 
 
 def config(tmp_path: Path, **system):

@@ -11,7 +11,8 @@ from connector.learning.dataset import build_training_sets
 from connector.learning.export import Exporter
 from connector.learning.retrain import new_since_last_retrain, should_retrain
 from connector.store.tables import TrainingExample
-from tests.support.learning import FakeAdapter, add_decision, make_config, make_store, make_tickets
+from tests.support.fakes import MemoryAdapter
+from tests.support.learning import add_decision, learning_config, make_store, make_tickets
 
 
 def test_sets_separate_held_apart_weight_corrections_merge_base_and_drop_rare_labels(tmp_path: Path) -> None:
@@ -24,10 +25,10 @@ def test_sets_separate_held_apart_weight_corrections_merge_base_and_drop_rare_la
         "one of a kind,Facilities,normal\n",
         encoding="utf-8",
     )
-    config = make_config(tmp_path, eval_fraction=0.3, correction_weight=3, base_dataset=str(base))
+    config = learning_config(tmp_path, eval_fraction=0.3, correction_weight=3, base_dataset=str(base))
     store = make_store(tmp_path)
     add_decision(store, "2", {"queue": "Hardware"})  # ticket 2 ends in HR: a correction
-    asyncio.run(Exporter(config, store, adapter_factory=lambda c, s: FakeAdapter(make_tickets(40))).export_system("fake"))
+    asyncio.run(Exporter(config, store, adapter_factory=lambda c, s: MemoryAdapter(make_tickets(40))).export_system("fake"))
     with store.session() as s:
         rows = s.scalars(select(TrainingExample)).all()
         held = {r.text for r in rows if r.is_eval}
@@ -47,11 +48,11 @@ def test_sets_separate_held_apart_weight_corrections_merge_base_and_drop_rare_la
 
 
 def test_new_examples_and_corrections_count_towards_the_retraining_threshold(tmp_path: Path) -> None:
-    config = make_config(tmp_path, retrain_min_new_examples=30)
+    config = learning_config(tmp_path, retrain_min_new_examples=30)
     store = make_store(tmp_path)
-    asyncio.run(Exporter(config, store, adapter_factory=lambda c, s: FakeAdapter(make_tickets(20))).export_system("fake"))
+    asyncio.run(Exporter(config, store, adapter_factory=lambda c, s: MemoryAdapter(make_tickets(20))).export_system("fake"))
     counts = new_since_last_retrain(store)
     assert counts["corrections"] == 0 and 0 < counts["examples"] <= 20
     due, reason = should_retrain(config, store)
     assert not due and "threshold 30" in reason
-    assert should_retrain(make_config(tmp_path, retrain_min_new_examples=5), store)[0]
+    assert should_retrain(learning_config(tmp_path, retrain_min_new_examples=5), store)[0]

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 from sqlalchemy import select
-from tests.support.tiny_model import build_tiny_model
-from tests.support.paths import REPO
 from typer.testing import CliRunner
 
 from connector import metrics
@@ -25,8 +23,9 @@ from connector.model.train import TrainedModel
 from connector.sandbox import running_sandbox
 from connector.store.db import Store
 from connector.store.tables import Correction, Decision, TrainingExample
+from tests.support.paths import REPO
+from tests.support.tiny_model import build_tiny_model
 
-ROOT = REPO
 
 # texts made of words the tiny model's vocabulary knows, one topic per queue
 TOPICS = {
@@ -46,7 +45,7 @@ def _truth(i: int) -> tuple[str, str, str, str]:
 
 
 def _config(tmp_path: Path, sandbox_api: str, store_url: str):
-    data = yaml.safe_load((ROOT / "config.example.yaml").read_text(encoding="utf-8"))
+    data = yaml.safe_load((REPO / "config.example.yaml").read_text(encoding="utf-8"))
     base = build_tiny_model(tmp_path / "base", ["x", "y"], version="base")
     data["state_dir"] = str(tmp_path / "var")
     data["store"] = {"url": store_url}
@@ -74,48 +73,45 @@ def _counter(system: str, field: str) -> float:
     return value or 0.0
 
 
-def test_learning_loop_end_to_end(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    with running_sandbox(tmp_path / "sandbox") as sandbox:
-        config = _config(tmp_path, sandbox.api, store.url)
-        registry = ModelRegistry(store, config.models_dir)
-        for field, labels in (("queue", list(TOPICS)), ("priority", ["high", "normal"])):
-            path = build_tiny_model(config.models_dir / field / "champ-0", labels, version="champ-0", field=field, seed=7)
-            registry.register(TrainedModel.from_dir(path), activate=True)
-        n = 72
-        for i in range(n):
+def _install_champions(config, store: Store) -> None:
+    """Random tiny queue and priority models (version champ-0), active."""
+    registry = ModelRegistry(store, config.models_dir)
+    for field, labels in (("queue", list(TOPICS)), ("priority", ["high", "normal"])):
+        path = build_tiny_model(config.models_dir / field / "champ-0", labels, version="champ-0", field=field, seed=7)
+        registry.register(TrainedModel.from_dir(path), activate=True)
+
+
+async def _route_correct_retrain(config, store: Store, sandbox, n: int) -> tuple[str, str, object]:
+    """The daemon routes ``n`` tickets, the agents correct and resolve them, a learning cycle runs, the daemon
+    picks up the promoted model and routes 6 more; (old model version, new model version, the cycle)."""
+    daemon = Daemon(config, store=store)
+    await daemon.setup()
+    try:
+        first = await daemon.poll_system("sandbox", force=True)
+        assert first is not None and first.ok, first
+        old_version = daemon.holder.current.version
+        # the agents: every ticket ends in its true queue and priority, then is resolved;
+        # wherever the (random) champion wrote something else, that is a correction
+        for ticket_id in range(1, n + 1):
+            _s, _b, queue, priority = _truth(ticket_id - 1)
+            sandbox.db.resolve_ticket(ticket_id, queue=queue, priority=priority)
+        cycle = await run_cycle(config, store)
+        await daemon.check_models()
+        new_version = daemon.holder.current.version
+        # the running daemon routes new tickets with the promoted model
+        for i in range(n, n + 6):
             subject, body, _q, _p = _truth(i)
             sandbox.db.create_ticket(subject, body)
-        before_queue, before_priority = _counter("sandbox", "queue"), _counter("sandbox", "priority")
+        second = await daemon.poll_system("sandbox", force=True)
+        assert second is not None and second.ok and second.new == 6, second
+        return old_version, new_version, cycle
+    finally:
+        await daemon.close()
 
-        async def scenario() -> tuple[str, str, object]:
-            daemon = Daemon(config, store=store)
-            await daemon.setup()
-            try:
-                first = await daemon.poll_system("sandbox", force=True)
-                assert first is not None and first.ok, first
-                old_version = daemon.holder.current.version
-                # the agents: every ticket ends in its true queue and priority, then is resolved;
-                # wherever the (random) champion wrote something else, that is a correction
-                for ticket_id in range(1, n + 1):
-                    _s, _b, queue, priority = _truth(ticket_id - 1)
-                    sandbox.db.resolve_ticket(ticket_id, queue=queue, priority=priority)
-                cycle = await run_cycle(config, store)
-                await daemon.check_models()
-                new_version = daemon.holder.current.version
-                # the running daemon routes new tickets with the promoted model
-                for i in range(n, n + 6):
-                    subject, body, _q, _p = _truth(i)
-                    sandbox.db.create_ticket(subject, body)
-                second = await daemon.poll_system("sandbox", force=True)
-                assert second is not None and second.ok and second.new == 6, second
-                return old_version, new_version, cycle
-            finally:
-                await daemon.close()
 
-        old_version, new_version, cycle = asyncio.run(scenario())
-
-    # export: one example per resolved ticket, anonymised
+def _assert_exported_and_corrected(store: Store, cycle, n: int, before: tuple[float, float]) -> tuple[set, dict]:
+    """Export: one anonymised example per resolved ticket; corrections: exactly the fields where the daemon's
+    write differs from the final value, counted.  Returns the expected corrections and the decisions."""
     assert [e.tickets for e in cycle.exports] == [n]
     with store.session() as s:
         examples = s.scalars(select(TrainingExample)).all()
@@ -123,7 +119,6 @@ def test_learning_loop_end_to_end(tmp_path: Path) -> None:
         decisions = {d.ticket_id: d for d in s.scalars(select(Decision))}
     assert len(examples) == n
     assert all("@example.com" not in e.text and "[EMAIL]" in e.text for e in examples)
-    # corrections: exactly the fields where the daemon's write differs from the final value
     expected = set()
     for i in range(n):
         d = decisions[str(i + 1)]
@@ -135,9 +130,13 @@ def test_learning_loop_end_to_end(tmp_path: Path) -> None:
             expected.add((str(i + 1), "priority", d.applied["priority"], priority))
     assert expected, "the random champion should have been corrected somewhere"
     assert {(c.ticket_id, c.field, c.predicted, c.final) for c in corrections} == expected
-    assert _counter("sandbox", "queue") - before_queue == sum(1 for e in expected if e[1] == "queue")
-    assert _counter("sandbox", "priority") - before_priority == sum(1 for e in expected if e[1] == "priority")
-    # the override-rate gauge, as set after the export: corrected / written, per written queue value
+    assert _counter("sandbox", "queue") - before[0] == sum(1 for e in expected if e[1] == "queue")
+    assert _counter("sandbox", "priority") - before[1] == sum(1 for e in expected if e[1] == "priority")
+    return expected, decisions
+
+
+def _assert_gauges(expected: set, decisions: dict, n: int) -> None:
+    """The override-rate gauge, as set after the export: corrected / written, per written queue value."""
     for value in {e[2] for e in expected if e[1] == "queue"}:
         written = sum(1 for i in range(n) if decisions[str(i + 1)].applied.get("queue") == value)
         corrected = sum(1 for e in expected if e[1] == "queue" and e[2] == value)
@@ -147,7 +146,9 @@ def test_learning_loop_end_to_end(tmp_path: Path) -> None:
         assert gauge == pytest.approx(corrected / written)
     assert metrics.REGISTRY.get_sample_value("helpdesk_connector_automatic_share", {"system": "sandbox"}) == 1.0
 
-    # retraining: triggered by the export, promoted under the registry's rule, swapped into the daemon
+
+def _assert_retrained_and_swapped(store: Store, cycle, old_version: str, new_version: str, n: int):
+    """Retraining: triggered by the export, promoted under the registry's rule, swapped into the daemon."""
     retrained = cycle.retrained
     assert retrained is not None and retrained.state == "succeeded", retrained
     assert retrained.promoted["queue"] is True, retrained.metrics["fields"]["queue"]
@@ -156,8 +157,11 @@ def test_learning_loop_end_to_end(tmp_path: Path) -> None:
     with store.session() as s:
         newest = [d for d in s.scalars(select(Decision)) if int(d.ticket_id) > n]
     assert len(newest) == 6 and all(d.model_version == new_version for d in newest)
+    return retrained
 
-    # status: override rates, automatic share, active model and drift
+
+def _assert_status(config, store: Store, expected: set, retrained, n: int) -> int:
+    """Status: override rates, automatic share, active model and drift; the number of corrected queues."""
     status = learning_status(config, store)
     queue_c = status["corrections"]["sandbox"]["queue"]
     assert queue_c["corrected"] == sum(1 for e in expected if e[1] == "queue")
@@ -167,8 +171,11 @@ def test_learning_loop_end_to_end(tmp_path: Path) -> None:
     assert status["drift"]["queue"]["compared_with"] == "training data"
     assert status["drift"]["queue"]["total_variation"] is not None
     assert status["retraining_jobs"][0]["state"] == "succeeded"
+    return queue_c["corrected"]
 
-    # the CLI's status shows the learning loop too
+
+def _assert_cli_status(tmp_path: Path, config, store: Store, corrected: int) -> None:
+    """The CLI's status shows the learning loop too."""
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(
         yaml.safe_dump(
@@ -182,9 +189,28 @@ def test_learning_loop_end_to_end(tmp_path: Path) -> None:
     )
     result = CliRunner().invoke(app, ["status", "--learning", "--config", str(cfg_file), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["corrections"]["sandbox"]["queue"]["corrected"] == queue_c["corrected"]
+    assert json.loads(result.output)["corrections"]["sandbox"]["queue"]["corrected"] == corrected
     text = CliRunner().invoke(app, ["status", "--learning", "--config", str(cfg_file)])
     assert text.exit_code == 0 and "routed automatically" in text.output and "drift" in text.output, text.output
+
+
+def test_learning_loop_end_to_end(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    n = 72
+    with running_sandbox(tmp_path / "sandbox") as sandbox:
+        config = _config(tmp_path, sandbox.api, store.url)
+        _install_champions(config, store)
+        for i in range(n):
+            subject, body, _q, _p = _truth(i)
+            sandbox.db.create_ticket(subject, body)
+        before = _counter("sandbox", "queue"), _counter("sandbox", "priority")
+        old_version, new_version, cycle = asyncio.run(_route_correct_retrain(config, store, sandbox, n))
+
+    expected, decisions = _assert_exported_and_corrected(store, cycle, n, before)
+    _assert_gauges(expected, decisions, n)
+    retrained = _assert_retrained_and_swapped(store, cycle, old_version, new_version, n)
+    corrected = _assert_status(config, store, expected, retrained, n)
+    _assert_cli_status(tmp_path, config, store, corrected)
     store.dispose()
 
 
@@ -196,7 +222,7 @@ def test_export_command_writes_resolved_tickets_to_a_file(tmp_path: Path, suffix
             row = sandbox.db.create_ticket(subject, body)
             if i < 5:
                 sandbox.db.resolve_ticket(row.id, queue=queue, priority=priority)
-        data = yaml.safe_load((ROOT / "config.example.yaml").read_text(encoding="utf-8"))
+        data = yaml.safe_load((REPO / "config.example.yaml").read_text(encoding="utf-8"))
         data["systems"]["sandbox"]["connection"]["base_url"] = sandbox.api
         data["state_dir"] = str(tmp_path / "var")
         cfg_file = tmp_path / "config.yaml"
@@ -245,7 +271,7 @@ def test_tickets_seeded_from_a_text_column_export_their_text_once(tmp_path: Path
     with running_sandbox(tmp_path / "sandbox", seed=seed, seed_as_new=True) as sandbox:
         for ticket in sandbox.db.list_tickets(limit=10)[0]:
             sandbox.db.resolve_ticket(ticket.id, queue=next(q for q, t in texts.items() if t == ticket.body))
-        data = yaml.safe_load((ROOT / "config.example.yaml").read_text(encoding="utf-8"))
+        data = yaml.safe_load((REPO / "config.example.yaml").read_text(encoding="utf-8"))
         data["systems"]["sandbox"]["connection"]["base_url"] = sandbox.api
         data["state_dir"] = str(tmp_path / "var")
         cfg_file = tmp_path / "config.yaml"

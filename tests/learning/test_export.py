@@ -25,10 +25,10 @@ from connector.learning.labels import label_for_value
 from connector.learning.retention import apply_retention
 from connector.store.db import as_utc, utcnow
 from connector.store.tables import Correction, PollState, TrainingExample
-from tests.support.learning import T0, FakeAdapter, add_decision, make_config, make_store, make_tickets
+from tests.support.fakes import MemoryAdapter
+from tests.support.learning import T0, add_decision, learning_config, make_store, make_tickets
 from tests.support.paths import REPO
 
-ROOT = REPO
 
 
 def _examples(store) -> dict[str, TrainingExample]:
@@ -41,11 +41,11 @@ def _run(exporter: Exporter, **kwargs):
 
 
 def test_export_stores_one_cleaned_anonymised_example_per_ticket(tmp_path: Path) -> None:
-    config = make_config(tmp_path, eval_fraction=0.25)
+    config = learning_config(tmp_path, eval_fraction=0.25)
     store = make_store(tmp_path)
     tickets = make_tickets(35)
     tickets[0] = replace(tickets[0], body="<p>printer <b>broken</b></p><blockquote>old reply</blockquote>", body_is_html=True)
-    adapter = FakeAdapter(tickets)
+    adapter = MemoryAdapter(tickets)
     stats = _run(Exporter(config, store, adapter_factory=lambda c, s: adapter))
 
     assert (stats.pages, stats.tickets, stats.new, stats.updated) == (4, 35, 35, 0)
@@ -65,27 +65,27 @@ def test_export_stores_one_cleaned_anonymised_example_per_ticket(tmp_path: Path)
 
 
 def test_anonymisation_can_be_switched_off(tmp_path: Path) -> None:
-    config = make_config(tmp_path, privacy={"anonymize": False})
+    config = learning_config(tmp_path, privacy={"anonymize": False})
     store = make_store(tmp_path)
-    _run(Exporter(config, store, adapter_factory=lambda c, s: FakeAdapter(make_tickets(3))))
+    _run(Exporter(config, store, adapter_factory=lambda c, s: MemoryAdapter(make_tickets(3))))
     assert "+49 30 12340001" in _examples(store)["1"].text
 
 
 def test_next_export_asks_since_the_last_one_and_replaces_changed_tickets(tmp_path: Path) -> None:
-    config = make_config(tmp_path, export_overlap_minutes=0)
+    config = learning_config(tmp_path, export_overlap_minutes=0)
     store = make_store(tmp_path)
     tickets = make_tickets(12, t0=utcnow() - timedelta(days=1))
-    adapter = FakeAdapter(tickets)
+    adapter = MemoryAdapter(tickets)
     exporter = Exporter(config, store, adapter_factory=lambda c, s: adapter)
     _run(exporter)
-    first_since = adapter.calls[-1][0]
+    first_since = adapter.resolved_listings[-1][0]
     assert first_since is None
 
     # ticket 3 is re-opened, moved and resolved again; ticket 13 is new
-    tickets[2] = replace(tickets[2], queue="Access", updated_at=utcnow() + timedelta(seconds=5))
-    tickets.append(replace(make_tickets(1, start=13)[0], updated_at=utcnow() + timedelta(seconds=5)))
+    adapter.tickets["3"] = replace(tickets[2], queue="Access", updated_at=utcnow() + timedelta(seconds=5))
+    adapter.tickets["13"] = replace(make_tickets(1, start=13)[0], updated_at=utcnow() + timedelta(seconds=5))
     stats = _run(exporter)
-    assert adapter.calls[-1][0] is not None
+    assert adapter.resolved_listings[-1][0] is not None
     assert (stats.tickets, stats.new, stats.updated) == (2, 1, 1)
     rows = _examples(store)
     assert len(rows) == 13
@@ -93,10 +93,16 @@ def test_next_export_asks_since_the_last_one_and_replaces_changed_tickets(tmp_pa
 
 
 def test_interrupted_export_resumes_from_the_saved_page_without_duplicates(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+    config = learning_config(tmp_path)
     store = make_store(tmp_path)
     tickets = make_tickets(50)
-    failing = FakeAdapter(tickets, fail_after_pages=2)
+    failing = MemoryAdapter(tickets)
+
+    def helpdesk_goes_away_after_two_pages(operation: str, _ticket_id: str | None) -> None:
+        if operation == "list_resolved" and failing.calls["list_resolved"] > 2:
+            raise TransientError("helpdesk went away")
+
+    failing.hook = helpdesk_goes_away_after_two_pages
     with pytest.raises(TransientError):
         _run(Exporter(config, store, adapter_factory=lambda c, s: failing))
     assert len(_examples(store)) == 20
@@ -104,10 +110,10 @@ def test_interrupted_export_resumes_from_the_saved_page_without_duplicates(tmp_p
         saved = json.loads(s.get(PollState, "fake").export_cursor)
     assert saved["cursor"] == "20"
 
-    healthy = FakeAdapter(tickets)
+    healthy = MemoryAdapter(tickets)
     stats = _run(Exporter(config, store, adapter_factory=lambda c, s: healthy))
     assert stats.resumed
-    assert healthy.calls == [(None, "20")]
+    assert healthy.resolved_listings == [(None, "20")]
     assert stats.tickets == 30
     with store.session() as s:
         assert s.scalar(select(func.count()).select_from(TrainingExample)) == 50
@@ -123,15 +129,16 @@ def test_killed_export_process_loses_and_duplicates_nothing(tmp_path: Path) -> N
             import asyncio
             from pathlib import Path
             from connector.learning.export import Exporter
-            from tests.support.learning import T0, FakeAdapter, make_config, make_store, make_tickets
+            from tests.support.fakes import MemoryAdapter
+            from tests.support.learning import learning_config, make_store, make_tickets
             tmp = Path({str(tmp_path)!r})
-            adapter = FakeAdapter(make_tickets(60), page_delay=0.4)
-            asyncio.run(Exporter(make_config(tmp), make_store(tmp), adapter_factory=lambda c, s: adapter).export_system("fake"))
+            adapter = MemoryAdapter(make_tickets(60), latency=0.4)
+            asyncio.run(Exporter(learning_config(tmp), make_store(tmp), adapter_factory=lambda c, s: adapter).export_system("fake"))
             """
         )
     )
     store = make_store(tmp_path)
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -145,23 +152,23 @@ def test_killed_export_process_loses_and_duplicates_nothing(tmp_path: Path) -> N
     stored_before = len(_examples(store))
     assert 20 <= stored_before < 60
 
-    adapter = FakeAdapter(make_tickets(60))
-    stats = asyncio.run(Exporter(make_config(tmp_path), store, adapter_factory=lambda c, s: adapter).export_system("fake"))
-    assert stats.resumed and adapter.calls[0][1] is not None
+    adapter = MemoryAdapter(make_tickets(60))
+    stats = asyncio.run(Exporter(learning_config(tmp_path), store, adapter_factory=lambda c, s: adapter).export_system("fake"))
+    assert stats.resumed and adapter.resolved_listings[0][1] is not None
     rows = _examples(store)
     assert sorted(rows, key=int) == [str(i) for i in range(1, 61)]
 
 
 def test_listing_without_body_reads_each_ticket(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+    config = learning_config(tmp_path)
     store = make_store(tmp_path)
-    adapter = FakeAdapter(make_tickets(5), listing_without_body=True)
+    adapter = MemoryAdapter(make_tickets(5), list_bodies=False)
     _run(Exporter(config, store, adapter_factory=lambda c, s: adapter))
     assert "please help" in _examples(store)["2"].text
 
 
 def test_corrections_are_recorded_with_both_values_and_counted(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+    config = learning_config(tmp_path)
     store = make_store(tmp_path)
     tickets = make_tickets(6)  # queues cycle Access, HR, Hardware, ...
     # the daemon routed tickets 1..5; people changed the queue of 1 and the priority of 2; 6 was skipped
@@ -172,7 +179,7 @@ def test_corrections_are_recorded_with_both_values_and_counted(tmp_path: Path) -
     add_decision(store, "5", {"queue": "HR"})
     add_decision(store, "6", {"queue": "HR"}, status="skipped")
     seen = []
-    stats = _run(Exporter(config, store, adapter_factory=lambda c, s: FakeAdapter(tickets), on_correction=seen.append))
+    stats = _run(Exporter(config, store, adapter_factory=lambda c, s: MemoryAdapter(tickets), on_correction=seen.append))
 
     assert stats.corrections == 2
     assert {(c.ticket_id, c.field, c.predicted, c.final) for c in seen} == {
@@ -194,19 +201,19 @@ def test_corrections_are_recorded_with_both_values_and_counted(tmp_path: Path) -
     # a second export of the same tickets finds nothing new; fixing ticket 1 back removes its correction
     tickets[0] = replace(tickets[0], queue="Hardware")
     seen.clear()
-    stats = _run(Exporter(config, store, adapter_factory=lambda c, s: FakeAdapter(tickets), on_correction=seen.append), since=T0 - timedelta(days=1))
+    stats = _run(Exporter(config, store, adapter_factory=lambda c, s: MemoryAdapter(tickets), on_correction=seen.append), since=T0 - timedelta(days=1))
     assert (stats.tickets, stats.new, stats.corrections, seen) == (6, 0, 0, [])
     with store.session() as s:
         assert s.scalar(select(func.count()).select_from(Correction)) == 1
 
 
 def test_retention_deletes_old_examples_and_corrections(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+    config = learning_config(tmp_path)
     store = make_store(tmp_path)
     now = utcnow()
     tickets = make_tickets(4, t0=now - timedelta(days=100)) + make_tickets(3, start=5, t0=now - timedelta(days=1))
     add_decision(store, "1", {"queue": "Hardware"})
-    _run(Exporter(config, store, adapter_factory=lambda c, s: FakeAdapter(tickets)))
+    _run(Exporter(config, store, adapter_factory=lambda c, s: MemoryAdapter(tickets)))
     assert apply_retention(store, 0).examples == 0
     result = apply_retention(store, 30, now=now + timedelta(days=2))
     assert result.examples == 4
@@ -227,14 +234,6 @@ def test_system_values_map_back_to_model_labels() -> None:
     assert label_for_value(None, "normal") == "normal"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    from tests.support.fakes import temporary_database
-
-    with temporary_database(request.param, tmp_path, "learning_export") as url:
-        yield url
-
-
 def test_two_processes_exporting_at_once_store_each_ticket_once(db_url: str, tmp_path: Path) -> None:
     import threading
 
@@ -248,7 +247,7 @@ def test_two_processes_exporting_at_once_store_each_ticket_once(db_url: str, tmp
     def run() -> None:
         store = Store(db_url)
         try:
-            exporter = Exporter(make_config(tmp_path), store, adapter_factory=lambda c, s: FakeAdapter(tickets))
+            exporter = Exporter(learning_config(tmp_path), store, adapter_factory=lambda c, s: MemoryAdapter(tickets))
             stats.append(asyncio.run(exporter.export_system("fake", since=T0 - timedelta(days=1))))
         except BaseException as exc:  # surfaced below
             errors.append(exc)

@@ -29,19 +29,23 @@ from connector.model.serving import ModelReloader
 from connector.model.train import TrainedModel
 from connector.store.db import Store
 from connector.store.tables import ModelVersion, TrainingJob
-from tests.support.learning import FakeAdapter, make_store, make_tickets
+from tests.support.config import make_config
+from tests.support.fakes import MemoryAdapter
+from tests.support.learning import learning_config, make_store, make_tickets
 from tests.support.tiny_model import build_tiny_model
 from tests.support.training import held_training_lock
 
 LABELS = ["Access", "HR", "Hardware"]
 
 
-def make_config(tmp_path: Path, *, lr: float = 1e-2, epochs: int = 5, **learning) -> AppConfig:
+def retrain_config(tmp_path: Path, *, lr: float = 1e-2, epochs: int = 5, **learning) -> AppConfig:
     base = tmp_path / "base"
     if not base.exists():
         build_tiny_model(base, ["x", "y"], version="base")
-    return AppConfig(
-        state_dir=tmp_path / "var",
+    return make_config(
+        tmp_path,
+        state="var",
+        validated=False,
         model={"fields": ["queue"], "base_model": str(base), "device": "cpu", "max_length": 32},
         training={
             "epochs": epochs,
@@ -62,7 +66,7 @@ def install_champion(config: AppConfig, store: Store, version: str = "champ-0") 
 
 
 def export(config: AppConfig, store: Store, n: int = 120) -> None:
-    asyncio.run(Exporter(config, store, adapter_factory=lambda c, s: FakeAdapter(make_tickets(n))).export_system("fake"))
+    asyncio.run(Exporter(config, store, adapter_factory=lambda c, s: MemoryAdapter(make_tickets(n))).export_system("fake"))
 
 
 def active_version(store: Store) -> str:
@@ -72,7 +76,7 @@ def active_version(store: Store) -> str:
 
 @pytest.fixture
 def env(tmp_path: Path):
-    config = make_config(tmp_path)
+    config = retrain_config(tmp_path)
     store = make_store(tmp_path)
     install_champion(config, store)
     export(config, store)
@@ -112,7 +116,7 @@ def test_better_challenger_is_promoted_and_hot_swapped_then_worse_one_is_not(env
     assert should_retrain(config, store)[0] is False
 
     # a challenger that learns nothing (learning rate ~0) is worse: not promoted, the champion stays
-    bad = make_config(tmp_path, lr=1e-9, epochs=1)
+    bad = retrain_config(tmp_path, lr=1e-9, epochs=1)
     result = retrain(bad, store, trigger="manual", timeout=300)
     assert result.state == "succeeded", result.error
     field = result.metrics["fields"]["queue"]
@@ -167,7 +171,7 @@ def test_killed_training_leaves_the_active_model_and_the_next_run_works(env) -> 
 
 
 def test_too_small_evaluation_set_trains_nothing(tmp_path: Path) -> None:
-    config = make_config(tmp_path, min_eval_examples=500)
+    config = retrain_config(tmp_path, min_eval_examples=500)
     store = make_store(tmp_path)
     install_champion(config, store)
     export(config, store, n=40)
@@ -221,9 +225,7 @@ def test_status_reports_a_killed_training_as_failed_not_running(tmp_path: Path) 
     import sys
 
     from connector.learning.status import learning_status, render_text
-    from tests.support.learning import make_config as plain_config
-
-    config = plain_config(tmp_path)
+    config = learning_config(tmp_path)
     store = make_store(tmp_path)
     from connector.training.jobs import create_job
 

@@ -19,7 +19,6 @@ from connector.model.data import (
 from connector.text import ticket_text
 from tests.support.paths import SAMPLE_TICKETS
 
-SAMPLE = SAMPLE_TICKETS
 
 GOOD_ROWS = [
     ("Printer broken", "The printer on floor 2 jams.", "Hardware", "normal"),
@@ -40,12 +39,17 @@ def write_csv(path: Path, header: str, rows: list[str], *, encoding: str = "utf-
     return path
 
 
-def good_csv(path: Path) -> Path:
-    return write_csv(path, "subject,body,queue,priority", [",".join(r) for r in GOOD_ROWS])
+def good_rows() -> list[str]:
+    return [",".join(r) for r in GOOD_ROWS]
+
+
+def good_csv(path: Path, rows: list[str] | None = None, **options) -> Path:
+    """A ``subject,body,queue,priority`` file of ``rows`` (default: the good rows)."""
+    return write_csv(path, "subject,body,queue,priority", good_rows() if rows is None else rows, **options)
 
 
 def test_sample_data_loads_with_six_queues_three_priorities_and_three_languages() -> None:
-    data = load_labeled_file(SAMPLE)
+    data = load_labeled_file(SAMPLE_TICKETS)
     assert 380 <= len(data) <= 450
     assert set(data.labels_of("queue")) == {"Hardware", "Software", "Access", "Network", "HR", "Billing"}
     assert set(data.labels_of("priority")) == {"low", "normal", "high"}
@@ -85,7 +89,7 @@ def test_sample_data_also_loads_as_text_queue_priority(tmp_path: Path) -> None:
     header = path.read_text(encoding="utf-8").splitlines()[0]
     assert header == "text,queue,priority"
     data = load_labeled_file(path, text_column="text")
-    assert len(data) == len(load_labeled_file(SAMPLE))
+    assert len(data) == len(load_labeled_file(SAMPLE_TICKETS))
     assert set(data.fields) == {"queue", "priority"}
 
 
@@ -116,49 +120,40 @@ def test_extra_unused_columns_are_ignored(tmp_path: Path) -> None:
     assert data.fields == ("queue", "priority")
 
 
-def test_row_with_extra_field_is_an_error_with_its_line(tmp_path: Path) -> None:
-    rows = [",".join(r) for r in GOOD_ROWS]
-    rows[2] = "Password reset,I am locked out, really,Access,high"  # unquoted comma: one field too many
-    path = write_csv(tmp_path / "t.csv", "subject,body,queue,priority", rows)
+@pytest.mark.parametrize(
+    ("index", "row", "line", "message"),
+    [
+        # an unquoted comma: one field too many
+        (2, "Password reset,I am locked out, really,Access,high", 4, "5 fields"),
+        (0, "Printer broken,Hardware,normal", 2, "fewer"),
+        # an unbalanced quote: the line where it opens is named
+        (3, 'VPN access,"Please give me VPN access.,Access,low', 5, "quote"),
+    ],
+    ids=["extra-field", "missing-field", "unbalanced-quote"],
+)
+def test_malformed_row_is_an_error_with_its_line(tmp_path: Path, index: int, row: str, line: int, message: str) -> None:
+    rows = good_rows()
+    rows[index] = row
+    path = good_csv(tmp_path / "t.csv", rows)
     with pytest.raises(DataError) as err:
         load_labeled_file(path)
-    assert err.value.line == 4
-    assert "5 fields" in err.value.message
-
-
-def test_row_with_missing_field_is_an_error(tmp_path: Path) -> None:
-    rows = [",".join(r) for r in GOOD_ROWS]
-    rows[0] = "Printer broken,Hardware,normal"
-    path = write_csv(tmp_path / "t.csv", "subject,body,queue,priority", rows)
-    with pytest.raises(DataError) as err:
-        load_labeled_file(path)
-    assert err.value.line == 2
-    assert "fewer" in err.value.message
-
-
-def test_unbalanced_quote_names_the_line_where_it_opens(tmp_path: Path) -> None:
-    rows = [",".join(r) for r in GOOD_ROWS]
-    rows[3] = 'VPN access,"Please give me VPN access.,Access,low'
-    path = write_csv(tmp_path / "t.csv", "subject,body,queue,priority", rows)
-    with pytest.raises(DataError) as err:
-        load_labeled_file(path)
-    assert err.value.line == 5
-    assert "quote" in err.value.message
+    assert err.value.line == line
+    assert message in err.value.message
 
 
 def test_utf8_bom_is_read(tmp_path: Path) -> None:
-    rows = [",".join(r) for r in GOOD_ROWS]
+    rows = good_rows()
     rows[0] = "Drucker kaputt,Der Drucker im 2. Stock klemmt – schön ärgerlich.,Hardware,normal"
-    path = write_csv(tmp_path / "t.csv", "subject,body,queue,priority", rows, bom=True)
+    path = good_csv(tmp_path / "t.csv", rows, bom=True)
     data = load_labeled_file(path)
     assert data.fields == ("queue", "priority")  # the BOM did not end up in the first column name
     assert "schön ärgerlich" in data.texts[0]
 
 
 def test_latin1_is_read(tmp_path: Path) -> None:
-    rows = [",".join(r) for r in GOOD_ROWS]
+    rows = good_rows()
     rows[0] = "Imprimante bloquée,L'imprimante du 2e étage ne répond plus,Hardware,normal"
-    path = write_csv(tmp_path / "t.csv", "subject,body,queue,priority", rows, encoding="latin-1")
+    path = good_csv(tmp_path / "t.csv", rows, encoding="latin-1")
     with pytest.raises(UnicodeDecodeError):
         path.read_bytes().decode("utf-8")
     data = load_labeled_file(path)
@@ -173,20 +168,20 @@ def test_utf16_is_refused_with_a_clear_message(tmp_path: Path) -> None:
 
 
 def test_empty_rows_are_skipped(tmp_path: Path) -> None:
-    rows = [",".join(r) for r in GOOD_ROWS]
+    rows = good_rows()
     rows.insert(2, "")
     rows.insert(4, ",,,")
     rows.append("")
-    path = write_csv(tmp_path / "t.csv", "subject,body,queue,priority", rows)
+    path = good_csv(tmp_path / "t.csv", rows)
     data = load_labeled_file(path)
     assert len(data) == len(GOOD_ROWS)
     assert data.stats["empty_rows_skipped"] == 3
 
 
 def test_empty_text_is_an_error_with_line_and_column(tmp_path: Path) -> None:
-    rows = [",".join(r) for r in GOOD_ROWS]
+    rows = good_rows()
     rows[1] = ",  ,Hardware,high"
-    path = write_csv(tmp_path / "t.csv", "subject,body,queue,priority", rows)
+    path = good_csv(tmp_path / "t.csv", rows)
     with pytest.raises(DataError) as err:
         load_labeled_file(path)
     assert (err.value.line, err.value.column) == (3, "subject+body")
@@ -217,18 +212,18 @@ def test_class_with_one_example_is_an_error_naming_label_and_line(tmp_path: Path
 
 
 def test_exact_duplicates_are_dropped(tmp_path: Path) -> None:
-    rows = [",".join(r) for r in GOOD_ROWS]
+    rows = good_rows()
     rows += rows[:2]
     rows.append("Printer broken,The printer on floor 2 jams.,Hardware,high")  # same text, other label: kept
-    path = write_csv(tmp_path / "t.csv", "subject,body,queue,priority", rows)
+    path = good_csv(tmp_path / "t.csv", rows)
     data = load_labeled_file(path)
     assert len(data) == len(GOOD_ROWS) + 1
     assert data.stats["duplicates_dropped"] == 2
 
 
 def test_empty_label_means_unlabelled_for_that_field(tmp_path: Path) -> None:
-    rows = [",".join(r) for r in GOOD_ROWS] + ["Mouse broken,The mouse does not move,Hardware,"]
-    path = write_csv(tmp_path / "t.csv", "subject,body,queue,priority", rows)
+    rows = good_rows() + ["Mouse broken,The mouse does not move,Hardware,"]
+    path = good_csv(tmp_path / "t.csv", rows)
     data = load_labeled_file(path)
     assert data.labels["priority"][-1] is None
     assert len(data.for_field("queue")[0]) == len(GOOD_ROWS) + 1
@@ -277,7 +272,7 @@ def test_load_labeled_bytes_for_uploads() -> None:
 
 
 def test_split_is_stratified_and_deterministic() -> None:
-    data = load_labeled_file(SAMPLE)
+    data = load_labeled_file(SAMPLE_TICKETS)
     train, valid = split(data, 0.2, seed=42)
     assert len(train) + len(valid) == len(data)
     assert not set(train.texts) & set(valid.texts) or len(set(data.texts)) < len(data)

@@ -19,7 +19,6 @@ from connector.model.evaluate import (
 )
 from tests.support.paths import SAMPLE_TICKETS
 
-SAMPLE = SAMPLE_TICKETS
 
 
 def test_metrics_of_known_predictions() -> None:
@@ -58,7 +57,7 @@ def test_report_files(tmp_path: Path) -> None:
 
 
 def test_linear_baseline_learns_the_sample_data(tmp_path: Path) -> None:
-    data = load_labeled_file(SAMPLE)
+    data = load_labeled_file(SAMPLE_TICKETS)
     train, valid = split(data, 0.2, 42)
     result = train_baseline(train, "queue", validation=valid, output_dir=tmp_path, version="v1")
     assert result.evaluation.macro_f1 > 0.85

@@ -16,7 +16,6 @@ from tests.support.paths import SAMPLE_TICKETS
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = SAMPLE_TICKETS
 
 
 def test_default_base_model_is_the_shipped_minilm() -> None:
@@ -28,7 +27,7 @@ def test_default_base_model_is_the_shipped_minilm() -> None:
 def test_fine_tuned_minilm_learns_the_sample_tickets_and_loads_in_a_pipeline(tmp_path: Path) -> None:
     from transformers import pipeline
 
-    data = load_labeled_file(SAMPLE)
+    data = load_labeled_file(SAMPLE_TICKETS)
     run = train_models(data, output_dir=tmp_path, settings=TrainingSettings(), device="cpu", show_progress=False)
     queue = run.models["queue"]
     assert queue.metrics["macro_f1"] >= 0.85, queue.metrics

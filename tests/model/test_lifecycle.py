@@ -18,16 +18,15 @@ from connector.model.serving import ModelReloader, active_model_dirs
 from connector.model.settings import TrainingSettings
 from connector.model.train import TrainedModel, TrainingCancelled, TrainingError, train_field, train_models
 from connector.store.db import Store
-from tests.support.tiny_model import build_tiny_model, write_easy_tickets
 from tests.support.paths import SAMPLE_TICKETS
+from tests.support.tiny_model import build_tiny_model, write_easy_tickets
 
-SAMPLE = SAMPLE_TICKETS
 FAST = TrainingSettings(epochs=2, batch_size=16, max_length=32, learning_rate=1e-3, early_stopping_patience=1)
 
 
 @pytest.fixture(scope="module")
 def sample() -> LabeledData:
-    data = load_labeled_file(SAMPLE)
+    data = load_labeled_file(SAMPLE_TICKETS)
     small, _ = split(data, 0.7, seed=1)  # ~125 examples keeps the tiny runs quick
     return small
 

@@ -13,15 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.support.paths import REPO
 
-ROOT = REPO
-CONNECTOR = ROOT / "connector"
+CONNECTOR = REPO / "connector"
 STRICT_PACKAGES = ("model", "cli")
 
 
 def _module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+    parts = path.relative_to(REPO).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -127,6 +127,6 @@ def test_library_code_does_not_import_the_cli() -> None:
 def test_each_cli_module_imports_alone(module: str) -> None:
     """A fresh interpreter imports the module first: an import cycle would leave a name half-defined."""
     code = f"import importlib; importlib.import_module({module!r})"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert importlib.import_module(module)

@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-from tests.support.fakes import KeywordClassifier, MemoryAdapter, make_tickets, sqlite_url, system_config
-from tests.support.tiny_model import build_tiny_model
 
 from adapters.base import AuthenticationError, ProtocolError, Ticket, TransientError
 from adapters.http import RetryPolicy
@@ -17,24 +14,16 @@ from connector.model.classifier import ClassifierHolder, TransformerClassifier
 from connector.pipeline import Pipeline
 from connector.store.db import Store
 from connector.store.decisions import DecisionStore
+from tests.support.fakes import KeywordClassifier, MemoryAdapter, fail_on, make_tickets, system_config
+from tests.support.tiny_model import build_tiny_classifier
 
 QUEUE_LABELS = ["it", "hr", "finance"]
 PRIORITY_LABELS = ["low", "normal", "high"]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(sqlite_url(tmp_path))
-    yield s
-    s.dispose()
-
-
 @pytest.fixture(scope="module")
 def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> TransformerClassifier:
-    root = tmp_path_factory.mktemp("models")
-    q = build_tiny_model(root / "queue", QUEUE_LABELS, version="tq-1", field="queue")
-    p = build_tiny_model(root / "priority", PRIORITY_LABELS, version="tp-1", field="priority", seed=1)
-    return TransformerClassifier.from_dirs({"queue": q, "priority": p}, device="cpu")
+    return build_tiny_classifier(tmp_path_factory.mktemp("models"), QUEUE_LABELS, PRIORITY_LABELS, versions=("tq-1", "tp-1"))
 
 
 def make_pipeline(store: Store, adapter: MemoryAdapter, classifier, *, instance: str = "test-1", **cfg) -> Pipeline:
@@ -217,11 +206,7 @@ def test_transient_error_stops_the_poll_and_nothing_is_lost(store: Store) -> Non
 def test_authentication_error_stops_the_poll(store: Store) -> None:
     adapter = MemoryAdapter(make_tickets(3))
 
-    def deny(operation: str, ticket_id: str | None) -> None:
-        if operation == "update":
-            raise AuthenticationError("PUT /tickets/1 answered HTTP 401")
-
-    adapter.hook = deny
+    adapter.hook = fail_on("update", AuthenticationError("PUT /tickets/1 answered HTTP 401"))
     result = run(make_pipeline(store, adapter, KeywordClassifier()).poll())
     assert isinstance(result.error, AuthenticationError)
     assert statuses(store) == {}  # nothing recorded as done; retried after the credentials are fixed
@@ -230,11 +215,7 @@ def test_authentication_error_stops_the_poll(store: Store) -> None:
 def test_listing_protocol_error_fails_the_poll(store: Store) -> None:
     adapter = MemoryAdapter(make_tickets(3))
 
-    def html(operation: str, ticket_id: str | None) -> None:
-        if operation == "list":
-            raise ProtocolError("GET /tickets answered text/html that is not JSON")
-
-    adapter.hook = html
+    adapter.hook = fail_on("list", ProtocolError("GET /tickets answered text/html that is not JSON"))
     result = run(make_pipeline(store, adapter, KeywordClassifier()).poll())
     assert isinstance(result.error, ProtocolError)
     assert "not JSON" in (DecisionStore(store, "x").health()["mem"].last_error or "")
@@ -243,11 +224,7 @@ def test_listing_protocol_error_fails_the_poll(store: Store) -> None:
 def test_protocol_error_reading_one_ticket_fails_that_ticket(store: Store) -> None:
     adapter = MemoryAdapter(make_tickets(3), list_bodies=False)
 
-    def bad(operation: str, ticket_id: str | None) -> None:
-        if operation == "get" and ticket_id == "2":
-            raise ProtocolError("GET /tickets/2 answered malformed JSON")
-
-    adapter.hook = bad
+    adapter.hook = fail_on("get", ProtocolError("GET /tickets/2 answered malformed JSON"), "2")
     result = run(make_pipeline(store, adapter, KeywordClassifier()).poll())
     assert result.ok and result.outcomes == {"applied": 2, "failed": 1}
 
@@ -397,11 +374,7 @@ def test_note_failing_for_the_whole_poll_keeps_the_claim_for_reconciliation(stor
 def test_note_refused_for_good_after_the_update_is_recorded(store: Store) -> None:
     adapter = MemoryAdapter(make_tickets(2))
 
-    def refuse_note(operation: str, ticket_id: str | None) -> None:
-        if operation == "note" and ticket_id == "1":
-            raise ProtocolError("POST /tickets/1/notes answered text/html that is not JSON")
-
-    adapter.hook = refuse_note
+    adapter.hook = fail_on("note", ProtocolError("POST /tickets/1/notes answered text/html that is not JSON"), "1")
     result = run(note_pipeline(store, adapter).poll())
     assert result.ok and result.outcomes == {"applied": 2}
     record = DecisionStore(store, "x").get("mem", "1")  # the moved ticket has its record, which names the failure

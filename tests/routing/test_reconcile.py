@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
-from tests.support.fakes import KeywordClassifier, MemoryAdapter, make_tickets, sqlite_url, system_config
 from sqlalchemy import update
 
 from connector.model.classifier import ClassifierHolder
@@ -16,17 +13,11 @@ from connector.pipeline import Pipeline
 from connector.store.db import Store, utcnow
 from connector.store.decisions import DecisionStore
 from connector.store.tables import Decision
+from tests.support.fakes import KeywordClassifier, MemoryAdapter, fail_on, make_tickets, system_config
 
 
 class Crash(Exception):
     """Stands for the process dying at this point."""
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    s = Store(sqlite_url(tmp_path))
-    yield s
-    s.dispose()
 
 
 def pipeline(store: Store, adapter: MemoryAdapter, instance: str = "host-a", **cfg) -> Pipeline:
@@ -45,12 +36,7 @@ def crash_when_recording(p: Pipeline) -> None:
 
 def crash_when_writing(adapter: MemoryAdapter, ticket_id: str) -> None:
     """The process dies as it starts writing ``ticket_id`` (nothing reaches the helpdesk)."""
-
-    def hook(operation: str, tid: str | None) -> None:
-        if operation == "update" and tid == ticket_id:
-            raise Crash(f"killed while writing {tid}")
-
-    adapter.hook = hook
+    adapter.hook = fail_on("update", Crash(f"killed while writing {ticket_id}"), ticket_id)
 
 
 def test_crash_after_the_write_before_the_record(store: Store) -> None:
@@ -136,12 +122,7 @@ def test_stale_claim_of_another_instance_is_taken_over(store: Store) -> None:
 
 def crash_when_noting(adapter: MemoryAdapter, ticket_id: str) -> None:
     """The process dies as it sends ``ticket_id``'s note, after its fields were written (two-request systems)."""
-
-    def hook(operation: str, tid: str | None) -> None:
-        if operation == "note" and tid == ticket_id:
-            raise Crash(f"killed while adding the note of {tid}")
-
-    adapter.hook = hook
+    adapter.hook = fail_on("note", Crash(f"killed while adding the note of {ticket_id}"), ticket_id)
 
 
 def test_killed_between_the_fields_and_the_note_then_the_note_is_written_once(store: Store) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from tests.support.fakes import system_config
-
 from adapters.base import Ticket
 from connector.config import FieldRouting
 from connector.model.classifier import FieldPrediction, LabelScore, Prediction
 from connector.routing import decide, render_note
 from connector.store.decisions import FINAL_STATUSES, DecisionStatus
+from tests.support.fakes import system_config
 
 TICKET = Ticket(id="1", subject="s", body="b", queue="Inbox", priority="normal", state="new")
 

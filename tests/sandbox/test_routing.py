@@ -7,8 +7,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from tests.support.tiny_model import build_tiny_model
-from tests.support.paths import REPO
 
 from adapters.generic_rest import GenericRestAdapter, GenericRestSettings
 from connector.config import load_config
@@ -18,24 +16,22 @@ from connector.sandbox import running_sandbox
 from connector.sandbox.db import sample_tickets_path
 from connector.store.db import Store
 from connector.store.decisions import DecisionStore
+from tests.support.paths import REPO
+from tests.support.tiny_model import build_tiny_classifier
 
-ROOT = REPO
 QUEUES = ["Hardware", "Software", "Access", "Network", "HR", "Billing"]
 PRIORITIES = ["low", "normal", "high"]
 
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> TransformerClassifier:
-    root = tmp_path_factory.mktemp("models")
-    q = build_tiny_model(root / "queue", QUEUES, version="sq-1", field="queue")
-    p = build_tiny_model(root / "priority", PRIORITIES, version="sp-1", field="priority", seed=1)
-    return TransformerClassifier.from_dirs({"queue": q, "priority": p}, device="cpu")
+    return build_tiny_classifier(tmp_path_factory.mktemp("models"), QUEUES, PRIORITIES, versions=("sq-1", "sp-1"))
 
 
 def test_sample_tickets_are_routed_once_through_the_example_config(tmp_path: Path, classifier) -> None:
     if not sample_tickets_path().exists():
         pytest.skip("no sample data")
-    config = load_config(ROOT / "config.example.yaml")
+    config = load_config(REPO / "config.example.yaml")
     system = config.systems["sandbox"].model_copy(update={"page_size": 25})
     store = Store(f"sqlite:///{tmp_path / 'state.db'}")
     with running_sandbox(tmp_path) as sandbox:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,9 +13,9 @@ import pytest
 
 from connector.sandbox import SandboxDB, running_sandbox
 from connector.sandbox.db import DEFAULT_PRIORITIES, DEFAULT_QUEUES, read_seed_csv
+from tests.support.net import free_port
 from tests.support.paths import REPO
 
-ROOT = REPO
 
 
 @pytest.fixture()
@@ -289,17 +288,11 @@ def test_seed_csv_variants(tmp_path: Path) -> None:
         read_seed_csv(wrong)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_cli_serves_seeds_once_and_requires_token(tmp_path: Path) -> None:
     seed = tmp_path / "seed.csv"
     seed.write_text("subject,body,queue\nVPN down,Cannot connect,Network\nPrinter,Jammed,Printing\n", encoding="utf-8")
     db = tmp_path / "cli.db"
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"HELPDESK_SANDBOX_TOKEN": "tok-9f3k"}
     code = (
         "import typer, sys; from connector.cli.sandbox import register; app = typer.Typer(); register(app);"
@@ -310,7 +303,7 @@ def test_cli_serves_seeds_once_and_requires_token(tmp_path: Path) -> None:
         return subprocess.Popen(
             [sys.executable, "-c", code, "sandbox", "--port", str(port), "--db", str(db), "--seed", str(seed),
              "--seed-as-new", "--add-queue", "Facilities", "--add-queue", "Network", "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
 
     def wait_up() -> None:

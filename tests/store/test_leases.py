@@ -6,25 +6,13 @@ import socket
 import subprocess
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from tests.support.fakes import temporary_database
 from sqlalchemy import update
 
 from connector.store.db import Store, utcnow
 from connector.store.leases import LeaseHeld, LeaseInfo, LeaseStore, new_instance_id, pid_scope
 from connector.store.tables import InstanceLease
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path):
-    with temporary_database(request.param, tmp_path, request.node.name) as url:
-        s = Store(url)
-        try:
-            yield s
-        finally:
-            s.dispose()
 
 
 def row(store: Store, instance_id: str) -> LeaseInfo | None:

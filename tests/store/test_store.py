@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from tests.support.fakes import temporary_database
 from sqlalchemy import text, update
 
 from connector.store.db import Store, utcnow
 from connector.store.decisions import DecisionStatus, DecisionStore, FinalRecord, NewDecision, Outcome
 from connector.store.leases import LeaseStore
 from connector.store.tables import Decision, InstanceLease
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path):
-    with temporary_database(request.param, tmp_path, request.node.name) as url:
-        s = Store(url)
-        try:
-            yield s
-        finally:
-            s.dispose()
 
 
 def new(ticket_id: str, system: str = "rt", **kw) -> NewDecision:

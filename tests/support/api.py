@@ -13,11 +13,12 @@ import httpx
 import uvicorn
 
 from connector.api.app import create_app
-from connector.config import AppConfig, parse_config
+from connector.config import AppConfig
 from connector.model.classifier import ClassifierHolder
 from connector.model.registry import ModelRegistry
 from connector.model.train import TrainedModel
 from connector.store.db import Store
+from tests.support.config import make_config
 from tests.support.tiny_model import build_tiny_model
 
 QUEUES = ["Hardware", "Access", "HR"]
@@ -34,19 +35,20 @@ _WORDS = {
 }
 
 
-def make_config(tmp: Path, *, tokens: bool = False, **api: Any) -> AppConfig:
-    data: dict[str, Any] = {
-        "state_dir": str(tmp / "state"),
-        "model": {"fields": ["queue", "priority"], "device": "cpu", "batch_size": 16},
-        "training": {"epochs": 1, "batch_size": 8, "max_length": 32, "min_examples_per_class": 2},
-        "api": {"micro_batch_wait_ms": 2, **api},
-    }
+def api_config(tmp: Path, *, tokens: bool = False, **api: Any) -> AppConfig:
+    """An installation that serves the API (two fields, quick training); ``tokens``: an admin and a classify token."""
+    section: dict[str, Any] = {"micro_batch_wait_ms": 2, **api}
     if tokens:
-        data["api"]["tokens"] = [
+        section["tokens"] = [
             {"name": "ops", "token": ADMIN_TOKEN, "scopes": ["admin"]},
             {"name": "router", "token": CLASSIFY_TOKEN, "scopes": ["classify"]},
         ]
-    return parse_config(data)
+    return make_config(
+        tmp,
+        model={"fields": ["queue", "priority"], "device": "cpu", "batch_size": 16},
+        training={"epochs": 1, "batch_size": 8, "max_length": 32, "min_examples_per_class": 2},
+        api=section,
+    )
 
 
 def install_tiny_models(config: AppConfig, store: Store, *, version: str = "tiny-1") -> dict[str, Path]:

@@ -1,13 +1,11 @@
-"""Helpers for the routing-engine tests: an in-memory adapter, a trivial classifier, config builders."""
+"""The tests' fakes: one in-memory helpdesk (the whole :class:`adapters.base.Adapter` interface), a trivial
+classifier, ticket and system-config builders, and daemon helpers."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -36,7 +34,12 @@ class Note:
 
 
 class MemoryAdapter(Adapter):
-    """An in-memory helpdesk.  Counts calls; hooks let a test change tickets or fail calls."""
+    """An in-memory helpdesk.  Counts calls; hooks let a test change tickets or fail calls.
+
+    New tickets (state in ``source_states``, queue in ``source_queues``) are listed in id order; resolved ones
+    (state in ``resolved_states``, changed after ``since``) in list order with an offset cursor, each listing
+    request recorded in ``resolved_listings``.  ``latency`` delays every call (a page of a listing is one call).
+    """
 
     settings_model = MemorySettings
 
@@ -52,9 +55,13 @@ class MemoryAdapter(Adapter):
         latency: float = 0.0,
         name: str = "mem",
         note_in_update: bool = False,
+        resolved_states: Sequence[str] = ("resolved", "closed"),
     ) -> None:
         super().__init__(name, MemorySettings(), source_queues=list(source_queues), source_states=list(source_states))
         self.tickets: dict[str, Ticket] = {t.id: t for t in tickets}
+        self.resolved_states = frozenset(resolved_states)
+        #: (since, cursor) of each resolved-tickets listing
+        self.resolved_listings: list[tuple[datetime | None, str | None]] = []
         self.queues = list(queues)
         self.priorities = list(priorities)
         self.list_bodies = list_bodies
@@ -128,8 +135,19 @@ class MemoryAdapter(Adapter):
     async def list_resolved_tickets(
         self, since: datetime | None, cursor: str | None, page_size: int
     ) -> AsyncIterator[TicketPage]:
-        if False:  # pragma: no cover
-            yield TicketPage([])
+        self.resolved_listings.append((since, cursor))
+        matching = [
+            t for t in self.tickets.values()
+            if t.state in self.resolved_states and (since is None or (t.updated_at is not None and t.updated_at > since))
+        ]
+        start = int(cursor or 0)
+        while start < len(matching):
+            await self._enter("list_resolved")
+            chunk = matching[start : start + page_size]
+            start += len(chunk)
+            if not self.list_bodies:
+                chunk = [replace(t, body=None) for t in chunk]
+            yield TicketPage(chunk, str(start))
 
     async def list_queues(self) -> list[str]:
         await self._enter("queues")
@@ -138,6 +156,16 @@ class MemoryAdapter(Adapter):
     async def list_priorities(self) -> list[str]:
         await self._enter("priorities")
         return list(self.priorities)
+
+
+def fail_on(operation: str, error: BaseException, ticket_id: str | None = None) -> Callable[[str, str | None], None]:
+    """A :attr:`MemoryAdapter.hook` that raises ``error`` at each ``operation`` call (on ``ticket_id`` only, if given)."""
+
+    def hook(called: str, called_ticket: str | None) -> None:
+        if called == operation and (ticket_id is None or called_ticket == ticket_id):
+            raise error
+
+    return hook
 
 
 def make_tickets(n: int, *, start: int = 1, body: str | None = "my printer is broken please help") -> list[Ticket]:
@@ -200,92 +228,3 @@ def system_config(**overrides: Any) -> SystemConfig:
     }
     data.update(overrides)
     return SystemConfig.model_validate(data)
-
-
-def sqlite_url(tmp_path: Any) -> str:
-    return f"sqlite:///{tmp_path / 'state.db'}"
-
-
-async def daemon_polls(
-    cfg: Any, store: Any, count: int = 1, between: Any = None, classifier: Any = None, *, system: str
-) -> list[Any]:
-    """``count`` polls of ``system`` by one daemon (``between(i)`` runs after poll i), then close."""
-    from connector.daemon import Daemon
-    from connector.model.classifier import ClassifierHolder
-
-    daemon = Daemon(cfg, store=store, holder=ClassifierHolder(classifier or KeywordClassifier()))
-    await daemon.setup()
-    results = []
-    try:
-        for i in range(count):
-            result = await daemon.poll_system(system, force=True)
-            assert result is not None
-            results.append(result)
-            if between is not None:
-                between(i)
-    finally:
-        await daemon.close()
-    return results
-
-
-def decision_counts(store: Any, system: str) -> dict[str, int]:
-    """Decisions of ``system`` by status."""
-    from connector.store.decisions import DecisionStore
-
-    return DecisionStore(store, "x").counts().get(system, {})
-
-
-# --------------------------------------------------------------------------- PostgreSQL
-
-PG_ADMIN_URL = os.environ.get("HC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def pg_available() -> str | None:
-    """None when the PostgreSQL test server answers, else why not."""
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed"
-    try:
-        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
-            return None
-    except Exception as exc:  # any connection problem means: skip
-        return f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc.__class__.__name__}"
-
-
-@contextmanager
-def temporary_database(backend: str, tmp_path: Any, label: str) -> Iterator[str]:
-    """A store URL for one test: an SQLite file under ``tmp_path`` (``backend="sqlite"``), or a fresh PostgreSQL
-    database dropped afterwards (``"postgresql"``; the test is skipped when no server answers)."""
-    if backend == "sqlite":
-        yield sqlite_url(tmp_path)
-        return
-    reason = pg_available()
-    if reason:
-        import pytest
-
-        pytest.skip(reason)
-    db = PgDatabase(label)
-    try:
-        yield db.url
-    finally:
-        db.drop()
-
-
-class PgDatabase:
-    """A fresh database for one test, dropped afterwards."""
-
-    def __init__(self, label: str) -> None:
-        import psycopg
-
-        safe = "".join(c if c.isalnum() else "_" for c in label.lower())[:30]
-        self.name = f"hc_routing_{safe}_{uuid.uuid4().hex[:8]}"
-        self._psycopg = psycopg
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.name}"')
-        base = PG_ADMIN_URL.rsplit("/", 1)[0]
-        self.url = f"{base}/{self.name}".replace("postgresql://", "postgresql+psycopg://", 1)
-
-    def drop(self) -> None:
-        with self._psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')

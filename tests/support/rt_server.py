@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.support.net import free_port
 
 RT_SERVER = Path("/usr/share/request-tracker5/libexec/rt-server")
 RT_LIB = Path("/usr/share/request-tracker5/lib")
@@ -47,12 +48,6 @@ def rt_unavailable_reason() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _perl_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -72,9 +67,18 @@ class RtServer:
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     root_token: str = field(default="", init=False)
     tokens: dict[str, str] = field(default_factory=dict, init=False)
+    #: files in ``workdir``: the site configuration, the SQLite database, the outgoing mail, the server's log
+    site_config: Path = field(init=False, repr=False)
+    database: Path = field(init=False, repr=False)
+    mail_sink: Path = field(init=False, repr=False)
+    log_file: Path = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
+        self.site_config = self.workdir / "RT_SiteConfig.pm"
+        self.database = self.workdir / "rt.sqlite"
+        self.mail_sink = self.workdir / "mail.out"
+        self.log_file = self.workdir / "rt-server.log"
         if not self.port:
             self.port = free_port()
 
@@ -87,22 +91,6 @@ class RtServer:
     @property
     def api_url(self) -> str:
         return f"{self.base_url}/REST/2.0"
-
-    @property
-    def site_config(self) -> Path:
-        return self.workdir / "RT_SiteConfig.pm"
-
-    @property
-    def database(self) -> Path:
-        return self.workdir / "rt.sqlite"
-
-    @property
-    def mail_sink(self) -> Path:
-        return self.workdir / "mail.out"
-
-    @property
-    def log_file(self) -> Path:
-        return self.workdir / "rt-server.log"
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)

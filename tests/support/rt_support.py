@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tests.support.rt_server import RtServer
 
 from connector.model.classifier import FieldPrediction, LabelScore, Prediction
+from tests.support.rt_server import RtServer
 
 REPO = Path(__file__).resolve().parents[2]
 

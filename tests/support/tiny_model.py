@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,6 +53,15 @@ def build_tiny_model(
         json.dumps({"version": version, "field": field, "labels": list(labels)}), encoding="utf-8"
     )
     return path
+
+
+def build_tiny_classifier(root: Path, queues: Sequence[str], priorities: Sequence[str], *, versions: tuple[str, str]) -> Any:
+    """A :class:`TransformerClassifier` over tiny queue and priority models (``versions``: theirs) built under ``root``."""
+    from connector.model.classifier import TransformerClassifier
+
+    q = build_tiny_model(root / "queue", queues, version=versions[0], field="queue")
+    p = build_tiny_model(root / "priority", priorities, version=versions[1], field="priority", seed=1)
+    return TransformerClassifier.from_dirs({"queue": q, "priority": p}, device="cpu")
 
 
 #: two queues told apart by their key words, with filler words around them: a task a tiny model learns

@@ -4,26 +4,38 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.api import QUEUES, install_tiny_models, live_api, make_config, sample_csv
 from connector.api.jobs import JobSpec, job_dir
 from connector.store.db import Store
 from connector.store.tables import TrainingJob
+from tests.support.api import QUEUES, install_tiny_models, live_api, api_config, sample_csv
+from tests.support.processes import wait_gone
 from tests.support.tiny_model import build_tiny_model
 from tests.support.training import held_training_lock
 
 
 def _config(tmp: Path) -> Any:
-    config = make_config(tmp)
+    config = api_config(tmp)
     # a tiny base model, so training takes seconds (the classic call names no base model)
     base = build_tiny_model(tmp / "base", QUEUES, version="base", field="queue")
     config.model.base_model = base
     return config
+
+
+@pytest.fixture
+def installed(tmp_path: Path) -> Iterator[tuple[Any, Store]]:
+    """A configuration with a tiny base model, its store, and tiny queue and priority models active."""
+    config = _config(tmp_path)
+    store = Store(config.store_url)
+    install_tiny_models(config, store)
+    yield config, store
+    store.dispose()
 
 
 def _poll(client: httpx.Client, job_id: int, timeout: float = 240.0) -> dict[str, Any]:
@@ -97,7 +109,7 @@ def test_classic_calls_end_to_end(tmp_path: Path) -> None:
         with store.session() as s:
             row = s.get(TrainingJob, job_id)
             assert row is not None and row.trigger == "api" and row.pid
-        assert _wait_gone(row.pid)
+        assert wait_gone(row.pid)
     store.dispose()
 
 
@@ -156,21 +168,8 @@ def _running_pid(store: Store, job_id: int, timeout: float = 60.0) -> int:
     raise AssertionError(f"job {job_id} did not start running")
 
 
-def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def test_cancel_then_train_again_and_worker_failure(tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    store = Store(config.store_url)
-    install_tiny_models(config, store)
+def test_cancel_then_train_again_and_worker_failure(installed, tmp_path: Path) -> None:
+    config, store = installed
     with live_api(config, store) as (client, _app):
         client.post("/api/v1/train-data", content=sample_csv(), headers={"Content-Type": "text/csv"})
         job_id = client.post("/api/v1/train?wait=false", json={"fields": ["queue"], "epochs": 50}).json()["job_id"]
@@ -181,7 +180,7 @@ def test_cancel_then_train_again_and_worker_failure(tmp_path: Path) -> None:
         assert client.post(f"/api/v1/train/{job_id}/cancel").status_code == 409
         with store.session() as s:
             pid = s.get(TrainingJob, job_id).pid  # type: ignore[union-attr]
-        assert _wait_gone(pid)
+        assert wait_gone(pid)
         assert _poll(client, job_id)["state"] == "cancelled"
 
         # a base model that cannot be trained from: the job fails with a one-line error, the service goes on
@@ -199,13 +198,10 @@ def test_cancel_then_train_again_and_worker_failure(tmp_path: Path) -> None:
         # nothing was activated
         listing = client.get("/api/v1/models").json()
         assert {m["version"] for m in listing["models"] if m["active"]} == {"tiny-1"}
-    store.dispose()
 
 
-def test_stale_running_job_is_settled_at_start(tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    store = Store(config.store_url)
-    install_tiny_models(config, store)
+def test_stale_running_job_is_settled_at_start(installed, tmp_path: Path) -> None:
+    config, store = installed
     from connector.store.db import utcnow
 
     with store.session() as s:
@@ -213,13 +209,10 @@ def test_stale_running_job_is_settled_at_start(tmp_path: Path) -> None:
     with live_api(config, store) as (client, _app):
         job = client.get("/api/v1/train/1").json()
         assert job["state"] == "failed" and "interrupted" in job["error"]
-    store.dispose()
 
 
-def test_job_running_in_another_process_blocks_training(tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    store = Store(config.store_url)
-    install_tiny_models(config, store)
+def test_job_running_in_another_process_blocks_training(installed, tmp_path: Path) -> None:
+    config, store = installed
     from connector.store.db import utcnow
 
     with live_api(config, store) as (client, _app):
@@ -231,7 +224,6 @@ def test_job_running_in_another_process_blocks_training(tmp_path: Path) -> None:
         # and it is not ours to cancel
         other = response.json()["error"]["job_id"]
         assert client.delete(f"/api/v1/train/{other}").status_code == 409
-    store.dispose()
 
 
 def test_worker_lowers_its_priority_by_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -243,7 +235,7 @@ def test_worker_lowers_its_priority_by_the_setting(tmp_path: Path, monkeypatch: 
     worker.lower_priority(0)  # 0: the priority is left alone
     assert niced == [7]
 
-    config = make_config(tmp_path, tokens=True)
+    config = api_config(tmp_path, tokens=True)
     spec = JobSpec.build(config, 1, "api", {"dataset_id": 1, "fields": ["queue"]})
     spec.write(tmp_path / "spec.json")
     assert JobSpec.read(tmp_path / "spec.json") == spec

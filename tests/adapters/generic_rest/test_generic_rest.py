@@ -33,7 +33,6 @@ from connector.sandbox import running_sandbox
 from tests.support.paths import REPO
 
 T = TypeVar("T")
-ROOT = REPO
 
 
 _state: dict[str, Any] = {}
@@ -553,7 +552,7 @@ def test_secrets_from_files_and_never_in_repr(tmp_path: Path) -> None:
 
 def test_example_config_routes_against_the_sandbox(sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     """config.example.yaml is valid and its connection works against a running sandbox as written."""
-    config = load_config(ROOT / "config.example.yaml")
+    config = load_config(REPO / "config.example.yaml")
     system = config.systems["sandbox"]
     settings = config.adapter_settings("sandbox")
     assert settings.base_url == "http://127.0.0.1:8099/api"
@@ -641,7 +640,7 @@ class AcmeDesk:
 def test_documented_home_grown_example_works(tmp_path: Path) -> None:
     import yaml
 
-    data = yaml.safe_load((ROOT / "docs" / "generic_rest.config.yaml").read_text(encoding="utf-8"))
+    data = yaml.safe_load((REPO / "docs" / "generic_rest.config.yaml").read_text(encoding="utf-8"))
     token_file = tmp_path / "acme-token"
     token_file.write_text("acme-token\n", encoding="utf-8")
     data["systems"]["acme"]["connection"]["auth"]["token_file"] = str(token_file)

@@ -20,7 +20,6 @@ from adapters.zammad import ZammadSettings
 from connector.config import load_config
 from tests.support.paths import REPO
 
-ROOT = REPO
 OTOBO = {"base_url": "http://otobo.example/ws", "user_login": "u", "password": "p"}
 
 #: (settings model, the other settings it needs, old key, old value, new key)
@@ -91,7 +90,7 @@ def test_load_warns_once_per_old_key_naming_it_the_new_key_and_the_system(
 
 
 def test_check_config_shows_the_deprecation(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "connector", "check-config", str(_config(tmp_path))],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,

@@ -28,8 +28,6 @@ from adapters.base import (
     UnknownValueError,
 )
 from adapters.otobo_znuny import DEFAULT_PRIORITIES, OtoboZnunyAdapter, OtoboZnunySettings
-
-
 from tests.support.otobo_standin import OtoboStandin
 from tests.support.paths import REPO
 

@@ -10,10 +10,6 @@ from typing import Any
 
 import pytest
 
-
-from tests.support.otobo_standin import OtoboStandin
-from tests.support.fakes import KeywordClassifier, daemon_polls, decision_counts, sqlite_url
-
 from adapters.base import AuthenticationError, TransientError
 from connector.config import AppConfig, parse_config
 from connector.daemon import Daemon
@@ -21,6 +17,9 @@ from connector.model.classifier import ClassifierHolder
 from connector.pipeline import PollResult
 from connector.store.db import Store
 from connector.store.decisions import DecisionStore
+from tests.support.daemon import assert_outage_loses_and_repeats_nothing, daemon_polls, decision_counts
+from tests.support.fakes import KeywordClassifier
+from tests.support.otobo_standin import OtoboStandin
 
 SYSTEM = "otobo"
 PASSWORD = "e2e-secret"
@@ -40,13 +39,6 @@ EXPECTED = {"Laptop": ("Support::Hardware", "3 normal"), "Holiday": ("Misc", "3 
 def otobo() -> Iterator[OtoboStandin]:
     with OtoboStandin(users={"helpdesk-connector": PASSWORD}) as standin:
         yield standin
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(sqlite_url(tmp_path))
-    yield s
-    s.dispose()
 
 
 def config(otobo: OtoboStandin, tmp_path: Path, *, mode: str = "apply", routing: dict[str, Any] | None = None,
@@ -152,13 +144,9 @@ def test_dry_run_writes_nothing(otobo: OtoboStandin, store: Store, tmp_path: Pat
 
 
 def test_tiny_transformer_model_routes_through_otobo(otobo: OtoboStandin, store: Store, tmp_path: Path) -> None:
-    from tests.support.tiny_model import build_tiny_model
+    from tests.support.tiny_model import build_tiny_classifier
 
-    from connector.model.classifier import TransformerClassifier
-
-    q = build_tiny_model(tmp_path / "q", ["it", "hr"], version="tq-1", field="queue")
-    p = build_tiny_model(tmp_path / "p", ["low", "high"], version="tp-1", field="priority", seed=1)
-    model = TransformerClassifier.from_dirs({"queue": q, "priority": p}, device="cpu")
+    model = build_tiny_classifier(tmp_path / "models", ["it", "hr"], ["low", "high"], versions=("tq-1", "tp-1"))
     ids = create(otobo, 3)
     routing = {"queue": {"map": {"*": "Support::Hardware"}, "threshold": 0.0},
                "priority": {"map": {"low": "2 low", "high": "4 high"}, "threshold": 0.0}}
@@ -254,15 +242,7 @@ def test_outage_in_the_middle_of_a_poll(otobo: OtoboStandin, store: Store, tmp_p
 
     otobo.before_request = outage
     cfg = config(otobo, tmp_path, retry_attempts=1)
-    (broken,) = run(polls(cfg, store))
-    assert isinstance(broken.error, TransientError)
-    routed_before = [t for t in ids if otobo.notes(t)]
-    assert 0 < len(routed_before) < 8
-    otobo.before_request = None
-    otobo.down = False
-    (back,) = run(polls(cfg, store))
-    assert back.ok, back.error
-    assert all(len(otobo.notes(t)) == 1 for t in ids)  # never twice, none forgotten
+    assert_outage_loses_and_repeats_nothing(otobo, polls, cfg, store, ids)
     assert all(otobo.tickets[t].queue != "Raw" for t in ids)
 
 

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 
-
 from tests.support.rt_server import CONNECTOR_RIGHTS, RtServer, rt_unavailable_reason
 
 #: queues every test may route into (the connector user has its rights on each)

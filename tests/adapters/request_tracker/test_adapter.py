@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from tests.support.rt_server import RtServer
 
 from adapters.base import (
     AuthenticationError,
@@ -23,6 +22,7 @@ from adapters.base import (
 )
 from adapters.http import RetryPolicy
 from adapters.request_tracker import RequestTrackerAdapter, RequestTrackerSettings, decode_attachment_content
+from tests.support.rt_server import RtServer
 
 pytestmark = pytest.mark.integration
 

@@ -18,6 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from adapters.base import Ticket
+from adapters.http import RetryPolicy
+from adapters.request_tracker import RequestTrackerAdapter, RequestTrackerSettings
+from connector.config import AppConfig, parse_config
+from connector.daemon import Daemon
+from connector.model.classifier import ClassifierHolder
+from connector.store.db import Store
+from connector.store.decisions import DecisionStore
 from tests.support.rt_server import RtServer
 from tests.support.rt_support import (
     DaemonProcess,
@@ -30,15 +39,6 @@ from tests.support.rt_support import (
     writing_now,
 )
 from tests.support.tiny_model import build_tiny_model
-
-from adapters.base import Ticket
-from adapters.http import RetryPolicy
-from adapters.request_tracker import RequestTrackerAdapter, RequestTrackerSettings
-from connector.config import AppConfig, parse_config
-from connector.daemon import Daemon
-from connector.model.classifier import ClassifierHolder
-from connector.store.db import Store
-from connector.store.decisions import DecisionStore
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from tests.support.rt_server import RtServer
-from tests.support.rt_support import MarkerClassifier, system_section
 from sqlalchemy import select
-from tests.support.tiny_model import build_tiny_model
 
 from connector.config import parse_config
 from connector.daemon import Daemon
@@ -21,6 +18,9 @@ from connector.model.registry import ModelRegistry
 from connector.model.train import TrainedModel
 from connector.store.db import Store
 from connector.store.tables import Correction, TrainingExample
+from tests.support.rt_server import RtServer
+from tests.support.rt_support import MarkerClassifier, system_section
+from tests.support.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.integration
 

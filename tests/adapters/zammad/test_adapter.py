@@ -5,17 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-
-from tests.support.zammad_standin import RunningStandin, ZammadStandin, parse_query, running_standin
-from tests.support.paths import REPO
 
 from adapters import adapter_class
 from adapters.base import (
@@ -30,6 +25,8 @@ from adapters.base import (
 )
 from adapters.http import RetryPolicy
 from adapters.zammad import ZammadAdapter, ZammadSettings, build_query, http_status
+from tests.support.paths import REPO
+from tests.support.zammad_standin import RunningStandin, ZammadStandin, parse_query, running_standin
 
 TOKEN = "agent-token"
 FAST_RETRY = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, max_retry_after=2.0)
@@ -37,17 +34,6 @@ FAST_RETRY = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, max_retry
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-@pytest.fixture
-def standin() -> ZammadStandin:
-    return ZammadStandin()
-
-
-@pytest.fixture
-def server(standin: ZammadStandin) -> Iterator[RunningStandin]:
-    with running_standin(standin) as running:
-        yield running
 
 
 def make(url: str, *, queues: list[str] | None = None, states: list[str] | None = None,

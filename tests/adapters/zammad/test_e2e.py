@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-
-from tests.support.fakes import daemon_polls, decision_counts, sqlite_url
-from tests.support.zammad_standin import RunningStandin, ZammadStandin, running_standin
-
 from adapters.base import TransientError
 from connector.config import AppConfig, parse_config
 from connector.store.db import Store
 from connector.store.decisions import DecisionStore
+from tests.support.daemon import assert_outage_loses_and_repeats_nothing, daemon_polls, decision_counts
+from tests.support.zammad_standin import RunningStandin, ZammadStandin
 
 SYSTEM = "zammad"
 ROUTING = {
@@ -29,24 +26,6 @@ TEXTS = [
     ("Holiday", "I would like to book holiday in May", "text/plain"),
     ("Invoice", "The invoice 4711 is wrong, urgent", "text/plain"),
 ]
-
-
-@pytest.fixture
-def standin() -> ZammadStandin:
-    return ZammadStandin()
-
-
-@pytest.fixture
-def server(standin: ZammadStandin) -> Iterator[RunningStandin]:
-    with running_standin(standin) as running:
-        yield running
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(sqlite_url(tmp_path))
-    yield s
-    s.dispose()
 
 
 def config(url: str, tmp_path: Path, *, mode: str = "apply", routing: dict[str, Any] | None = None,
@@ -135,13 +114,9 @@ def test_dry_run_writes_nothing(server: RunningStandin, standin: ZammadStandin, 
 
 def test_tiny_transformer_model_routes_through_zammad(server: RunningStandin, standin: ZammadStandin, store: Store,
                                                       tmp_path: Path) -> None:
-    from tests.support.tiny_model import build_tiny_model
+    from tests.support.tiny_model import build_tiny_classifier
 
-    from connector.model.classifier import TransformerClassifier
-
-    q = build_tiny_model(tmp_path / "q", ["it", "hr"], version="tq-1", field="queue")
-    p = build_tiny_model(tmp_path / "p", ["low", "high"], version="tp-1", field="priority", seed=1)
-    model = TransformerClassifier.from_dirs({"queue": q, "priority": p}, device="cpu")
+    model = build_tiny_classifier(tmp_path / "models", ["it", "hr"], ["low", "high"], versions=("tq-1", "tp-1"))
     ids = create(standin, 3)
     routing = {"queue": {"map": {"*": "2nd Level"}, "threshold": 0.0},
                "priority": {"map": {"low": "1 low", "high": "3 high"}, "threshold": 0.0}}
@@ -203,15 +178,7 @@ def test_outage_in_the_middle_of_a_poll(server: RunningStandin, standin: ZammadS
 
     standin.before_request = outage
     cfg = config(server.url, tmp_path, retry_attempts=1)
-    (broken,) = run(polls(cfg, store))
-    assert isinstance(broken.error, TransientError)
-    routed_before = [t for t in ids if standin.notes(t)]
-    assert 0 < len(routed_before) < 8
-    standin.before_request = None
-    standin.down = False
-    (back,) = run(polls(cfg, store))
-    assert back.ok, back.error
-    assert all(len(standin.notes(t)) == 1 for t in ids)  # never twice, none forgotten
+    assert_outage_loses_and_repeats_nothing(standin, polls, cfg, store, ids)
     assert all(standin.ticket_view(t)["group"] != "Incoming" for t in ids)
 
 

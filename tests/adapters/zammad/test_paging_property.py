@@ -14,12 +14,10 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-
-from tests.support.zammad_standin import ZammadStandin
-
 from adapters.base import TicketChange
 from adapters.http import RetryPolicy
 from adapters.zammad import ZammadAdapter, ZammadSettings
+from tests.support.zammad_standin import ZammadStandin
 
 LAG_ALLOWANCE = 60.0
 
