@@ -103,6 +103,7 @@ def fresh_server(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
             proc.communicate()
 
 
+@pytest.mark.slow
 def test_guide_client_runs_unchanged_and_gets_a_queue_label(
     atc_files: Path, fresh_server: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:

@@ -62,6 +62,7 @@ def _operations(server: LiveServer) -> list[Any]:
     return operations
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE])
 def test_no_input_causes_a_server_error(fuzz_server: LiveServer, mode: Any) -> None:
     operations = _operations(fuzz_server)

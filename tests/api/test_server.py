@@ -54,6 +54,7 @@ def _write_config(tmp_path: Path, api: dict[str, object]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_serve_command_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     config_path = _write_config(tmp_path, {"port": port})
@@ -85,6 +86,7 @@ def test_serve_command_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert f"listening on http://127.0.0.1:{port}" in output
 
 
+@pytest.mark.slow
 def test_serve_starts_on_built_in_defaults_without_a_config_file(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELPDESK_CONNECTOR_")}
@@ -119,6 +121,7 @@ def _job_row(store: Store, job_id: int) -> TrainingJob:
         return row
 
 
+@pytest.mark.slow
 def test_training_worker_dies_with_a_killed_server_and_restart_reports_it(tmp_path: Path) -> None:
     port = free_port()
     base = build_tiny_model(tmp_path / "base", QUEUES, version="base")

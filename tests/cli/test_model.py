@@ -43,6 +43,7 @@ def train_args(env: dict[str, Path], *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_train_list_activate_rollback_evaluate(env: dict[str, Path]) -> None:
     first = run(*train_args(env))
     assert first.exit_code == 0, first.output

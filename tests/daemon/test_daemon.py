@@ -178,6 +178,7 @@ def test_mapping_to_a_missing_queue_fails_that_ticket_and_the_daemon_continues(t
 # --------------------------------------------------------------------------- shutdown
 
 
+@pytest.mark.slow
 def test_stop_request_during_a_poll_finishes_cleanly(tmp_path: Path) -> None:
     with running_sandbox(None, token=SANDBOX_TOKEN) as sandbox:
         ids = seed(sandbox, 40)
@@ -270,6 +271,7 @@ def _start_daemon_process(config_path: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_daemon_process_routes_then_exits_0_on_sigterm(tmp_path: Path, model_dirs) -> None:
     with running_sandbox(None, token=SANDBOX_TOKEN) as sandbox:
         ids = seed(sandbox, 5)
@@ -335,6 +337,7 @@ def _run_until_all_settled(tmp_path: Path, config_path: Path, routed, total: int
     return proc.returncode
 
 
+@pytest.mark.slow
 def test_sigkills_in_the_middle_of_writes_lose_no_note_record_or_log_line(tmp_path: Path, model_dirs) -> None:
     """Issue #11 items 2a and 5e with real processes: the daemon is SIGKILLed again and again while it writes
     (the note requests are slowed, so kills land between the fields and the note); in the end every ticket was

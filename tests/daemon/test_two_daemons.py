@@ -49,6 +49,7 @@ def config_for(url: str, base_url: str, instance: str, tmp_path: Path):
     )
 
 
+@pytest.mark.slow
 def test_two_daemons_route_each_ticket_exactly_once(db_url: str, tmp_path: Path) -> None:
     Store(db_url).dispose()  # schema in place before both start (they would serialise on it anyway)
     with running_sandbox(None, token=TOKEN) as sandbox:

@@ -194,6 +194,7 @@ def _assert_cli_status(tmp_path: Path, config, store: Store, corrected: int) -> 
     assert text.exit_code == 0 and "routed automatically" in text.output and "drift" in text.output, text.output
 
 
+@pytest.mark.slow
 def test_learning_loop_end_to_end(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'state.db'}")
     n = 72

@@ -84,6 +84,7 @@ def env(tmp_path: Path):
     store.dispose()
 
 
+@pytest.mark.slow
 def test_better_challenger_is_promoted_and_hot_swapped_then_worse_one_is_not(env, tmp_path: Path) -> None:
     config, store = env
     holder = ClassifierHolder()
@@ -142,6 +143,7 @@ def _wait_training(store: Store, job_id: int, alive: Any) -> int:
     pytest.fail("training did not start")
 
 
+@pytest.mark.slow
 def test_killed_training_leaves_the_active_model_and_the_next_run_works(env) -> None:
     config, store = env
     slow = config.model_copy(update={"training": config.training.model_copy(update={"epochs": 100})})
@@ -181,6 +183,7 @@ def test_too_small_evaluation_set_trains_nothing(tmp_path: Path) -> None:
     assert active_version(store) == "champ-0"
 
 
+@pytest.mark.slow
 def test_daemon_shutdown_cancels_a_running_training(env) -> None:
     config, store = env
     calls = {"n": 0}
@@ -195,6 +198,7 @@ def test_daemon_shutdown_cancels_a_running_training(env) -> None:
     assert active_job(store) is None
 
 
+@pytest.mark.slow
 def test_retrain_command(env, tmp_path: Path) -> None:
     import json
 
@@ -263,6 +267,7 @@ def test_busy_training_lock_fails_the_retraining_like_an_api_job(env) -> None:
     assert active_version(store) == "champ-0"
 
 
+@pytest.mark.slow
 def test_retraining_worker_dies_with_its_killed_starter(env) -> None:
     """The worker's life is tied to its starter for every kind: a retraining started by a killed daemon stops."""
     import subprocess

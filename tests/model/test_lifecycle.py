@@ -124,6 +124,7 @@ def test_progress_callback_reaches_one(sample: LabeledData, tiny_base: Path, tmp
     assert seen == sorted(seen) and seen[-1] == 1.0 and 0.0 in seen
 
 
+@pytest.mark.slow
 def test_train_models_trains_every_field_with_the_baseline(sample: LabeledData, tiny_base: Path, tmp_path: Path) -> None:
     run = train_models(sample, output_dir=tmp_path, settings=FAST.model_copy(update={"epochs": 1}), base_model=tiny_base, device="cpu")
     assert set(run.models) == {"queue", "priority"} == set(run.baselines)

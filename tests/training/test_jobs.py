@@ -54,6 +54,7 @@ def _poll(client: httpx.Client, job_id: int, timeout: float = 240.0) -> dict[str
     raise AssertionError(f"job {job_id} did not finish in {timeout} s")
 
 
+@pytest.mark.slow
 def test_classic_calls_end_to_end(tmp_path: Path) -> None:
     config = _config(tmp_path)
     store = Store(config.store_url)
@@ -113,6 +114,7 @@ def test_classic_calls_end_to_end(tmp_path: Path) -> None:
     store.dispose()
 
 
+@pytest.mark.slow
 def test_classic_train_waits_for_its_model_on_a_fresh_install(tmp_path: Path) -> None:
     # the ATC guide's order: upload, train, classify at once (no polling), on an installation without any model
     config = _config(tmp_path)
@@ -168,6 +170,7 @@ def _running_pid(store: Store, job_id: int, timeout: float = 60.0) -> int:
     raise AssertionError(f"job {job_id} did not start running")
 
 
+@pytest.mark.slow
 def test_cancel_then_train_again_and_worker_failure(installed, tmp_path: Path) -> None:
     config, store = installed
     with live_api(config, store) as (client, _app):
