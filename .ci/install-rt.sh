@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install Request Tracker 5 from Debian's packages, non-interactively, for the
-# integration suite (tests/rt_server.py). Idempotent: does nothing when the
+# integration suite (tests/support/rt_server.py). Idempotent: does nothing when the
 # packages are already installed. Needs root (or sudo) and a Debian/Ubuntu host.
 set -eu
 
