@@ -77,8 +77,7 @@ def fresh_database(url: str, workdir: Path) -> Iterator[str]:
 def build_models(kind: str, target: Path) -> dict[str, str]:
     if kind == "default":
         return build_default_models(target)
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_model import build_tiny_model
+    from tests.support.tiny_model import build_tiny_model
 
     return {
         "queue": str(build_tiny_model(target / "queue", QUEUES, field="queue")),

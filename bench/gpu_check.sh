@@ -3,7 +3,7 @@
 #
 #   bench/gpu_check.sh OUT_DIR BASE_MODEL_DIR TICKETS_CSV
 #
-# 1. tests/test_gpu.py and the model lifecycle tests (device auto -> CUDA, fp16 training and serving,
+# 1. tests/model/test_gpu.py and the model lifecycle tests (device auto -> CUDA, fp16 training and serving,
 #    hot swap freeing GPU memory);
 # 2. bench/model_accuracy.py: all-MiniLM-L6-v2 fine-tuned on the whole training part of the shared
 #    ticket set (80/20, seed 42) on the GPU, with the linear baseline's figure measured beside it;
@@ -25,7 +25,7 @@ mkdir -p "$OUT_DIR"
 } 2>&1 | tee "$OUT_DIR/env.txt"
 
 if [ -z "${SKIP_TESTS:-}" ]; then
-    timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_model_lifecycle.py 2>&1 | tee "$OUT_DIR/pytest.log" | tail -15
+    timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/model/test_gpu.py tests/model/test_lifecycle.py 2>&1 | tee "$OUT_DIR/pytest.log" | tail -15
 fi
 
 timeout "${ACCURACY_TIMEOUT:-330}" "$PY" bench/model_accuracy.py --part "${ACCURACY_PART:-transformer}" --data "$DATA" --base-model "$BASE" \

@@ -1,6 +1,6 @@
 """Benchmark: HTTP calls and wall time to list new OTOBO tickets, batched TicketGet vs one ticket per call.
 
-Against the local GenericInterface stand-in (tests/otobo_standin.py), with a fixed per-request latency
+Against the local GenericInterface stand-in (tests/support/otobo_standin.py), with a fixed per-request latency
 that stands for the network and OTOBO's own work per request.  The baseline (``get_batch_size=1``: one
 TicketGet per ticket, as a naive client would do) is measured in the same run.
 
@@ -17,9 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from otobo_standin import OtoboStandin  # noqa: E402
+from tests.support.otobo_standin import OtoboStandin  # noqa: E402
 
 from connector.config import parse_config  # noqa: E402
 from connector.daemon import build_adapter  # noqa: E402

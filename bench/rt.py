@@ -1,6 +1,6 @@
 """Tickets routed per second against a real Request Tracker 5, and where the time goes.
 
-Brings up RT from Debian's packages on 127.0.0.1 (``tests/rt_server.py``; install
+Brings up RT from Debian's packages on 127.0.0.1 (``tests/support/rt_server.py``; install
 with ``.ci/install-rt.sh``), creates N tickets in a source queue, and lets the
 daemon's real pipeline (``Daemon.run_once``: list, read bodies, classify with a
 tiny transformer, claim, re-read, write queue+priority, add the note, record)
@@ -38,13 +38,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "rt"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx  # noqa: E402
-from rt_server import CONNECTOR_RIGHTS, RtServer, rt_unavailable_reason  # noqa: E402
-from tiny_model import build_tiny_model  # noqa: E402
+from tests.support.rt_server import CONNECTOR_RIGHTS, RtServer, rt_unavailable_reason  # noqa: E402
+from tests.support.tiny_model import build_tiny_model  # noqa: E402
 
 from adapters.request_tracker import RequestTrackerAdapter, RequestTrackerSettings  # noqa: E402
 from connector.config import AppConfig, parse_config  # noqa: E402

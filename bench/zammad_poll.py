@@ -16,12 +16,13 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from bench_support import timed_poll  # noqa: E402
-from routing_support import KeywordClassifier  # noqa: E402
-from zammad_standin import ZammadStandin, running_standin  # noqa: E402
+
+from adapters.common import BodyCache  # noqa: E402
+from tests.support.fakes import KeywordClassifier  # noqa: E402
+from tests.support.zammad_standin import ZammadStandin, running_standin  # noqa: E402
 
 from connector.config import parse_config  # noqa: E402
 from connector.daemon import Daemon, build_adapter  # noqa: E402
@@ -47,7 +48,7 @@ async def one_poll(url: str, state_dir: Path, *, cache: bool) -> tuple[int, floa
     })
     adapter = build_adapter(config, "zammad")
     if not cache:
-        adapter.body_cache_size = 0  # type: ignore[attr-defined]
+        adapter._bodies = BodyCache(0)  # type: ignore[attr-defined]  # a cache that keeps nothing
     store = Store(f"sqlite:///{state_dir / 'state.db'}")
     daemon = Daemon(config, store=store, holder=ClassifierHolder(KeywordClassifier()), adapters={"zammad": adapter})
     try:
