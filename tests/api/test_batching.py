@@ -95,20 +95,22 @@ def test_max_texts_splits_passes_and_keeps_big_requests_whole() -> None:
     assert all(n <= 4 for n in fake.passes if n != 6)
 
 
-def test_requests_arriving_while_busy_join_the_next_pass() -> None:
-    fake = FakeClassifier(delay=0.2)
+@pytest.mark.parametrize(("wait_ms", "arriving"), [(0, 10), (50, 3)])
+def test_requests_arriving_during_a_pass_share_the_next_one(wait_ms: int, arriving: int) -> None:
+    """With or without a wait for company, callers arriving while a pass runs go together in the next one."""
+    fake = FakeClassifier(delay=0.15)
 
     async def main() -> None:
-        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=0, max_texts=64)
+        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=wait_ms, max_texts=64)
         await batcher.start()
         first = asyncio.create_task(batcher.classify(["first"]))
-        await asyncio.sleep(0.05)  # the first pass is running
-        rest = [asyncio.create_task(batcher.classify([f"t{i}"])) for i in range(10)]
-        await asyncio.gather(first, *rest)
+        await asyncio.sleep(0.04)  # the first pass is running
+        await _gather(batcher, [[f"t{i}"] for i in range(arriving)])
+        await first
         await batcher.stop()
 
     asyncio.run(main())
-    assert fake.passes == [1, 10]
+    assert fake.passes == [1, arriving]
 
 
 def test_a_failing_pass_fails_its_callers_only() -> None:
@@ -218,22 +220,6 @@ def test_a_lone_request_does_not_wait_for_company() -> None:
         return took
 
     assert max(asyncio.run(main())) < 0.2  # never the 300 ms wait
-
-
-def test_requests_arriving_during_a_pass_share_the_next_one() -> None:
-    fake = FakeClassifier(delay=0.1)
-
-    async def main() -> None:
-        batcher = MicroBatcher(ClassifierHolder(fake), wait_ms=50, max_texts=64)
-        await batcher.start()
-        first = asyncio.create_task(batcher.classify(["first"]))
-        await asyncio.sleep(0.03)  # the first pass is running: these three wait and then go together
-        await _gather(batcher, [["b"], ["c"], ["d"]])
-        await first
-        await batcher.stop()
-
-    asyncio.run(main())
-    assert fake.passes == [1, 3]
 
 
 def test_workers_run_passes_concurrently() -> None:
