@@ -39,6 +39,7 @@ from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from connector.processes import pid_alive
 from connector.store.db import Store, as_utc, detach, utcnow
 from connector.store.tables import InstanceLease
 
@@ -84,13 +85,6 @@ def pid_scope() -> str:
     return f"{boot}/{namespace}"[:100]
 
 
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. PermissionError: it exists, under another user
-        return True
     return True
 
 
@@ -119,7 +113,7 @@ class LeaseInfo:
         if self.pid == os.getpid():
             with _held_lock:
                 return self.instance_id in _held
-        return _pid_exists(self.pid)
+        return pid_alive(self.pid)
 
     def describe(self) -> str:
         return (f"pid {self.pid} on host {self.host}, started {self.started_at:%Y-%m-%d %H:%M:%S} UTC, "

@@ -21,7 +21,7 @@ from connector.config import AppConfig
 from connector.metrics import TRAINING_JOBS
 from connector.store.db import Store, utcnow
 from connector.store.tables import TrainingJob
-from connector.training.lock import pid_alive
+from connector.processes import pid_alive
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from connector.training.jobs import (
     settle,
     update_job,
 )
-from connector.training.lock import pid_alive
+from connector.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
